@@ -1,0 +1,133 @@
+/*
+ * config.h: sluice's settings, where they come from, and how they are
+ * checked.
+ *
+ * Precedence: built-in defaults < config file (`key = value`, `#` comments)
+ * < environment (the old workers' names: REDIS_URL, DATABASE_URL, ...)
+ * < command line (`-s key=value`). Every setting, its default and its
+ * meaning is documented in etc/sluice.conf; the table in config.c is the
+ * single source of names, types, defaults and ranges.
+ *
+ * Errors are reported as one line naming the file, the line and the key:
+ *   "/etc/sluice/sluice.conf:12: batch_size: not a number: '50O'"
+ * Durations accept a unit suffix (ms, s, m, h; no suffix = the key's unit
+ * given in the table) and are stored in milliseconds.
+ */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "shared/log.h"
+
+#define CONFIG_STR_MAX 512
+#define CONFIG_ERR_MAX 512
+
+struct config {
+    /* Connections */
+    char redis_url[CONFIG_STR_MAX];    /* REDIS_URL, redis://localhost:6379 */
+    char database_url[CONFIG_STR_MAX]; /* DATABASE_URL, required */
+
+    /* The stream and the group */
+    char stream_key[CONFIG_STR_MAX];     /* REDIS_STREAM_KEY */
+    char consumer_group[CONFIG_STR_MAX]; /* REDIS_CONSUMER_GROUP */
+    char consumer_id[CONFIG_STR_MAX];    /* CONSUMER_ID, default: hostname */
+    char group_start_id[64];             /* ID a new group starts at: "0" */
+    char dead_letter_stream[CONFIG_STR_MAX]; /* "" = <stream_key>:dead */
+    long stream_maxlen; /* producer's MAXLEN, for the trim warning */
+
+    /* Processes */
+    int parallel_consumers; /* PARALLEL_CONSUMERS: worker processes */
+    int db_pool_size;       /* DB_POOL_SIZE: cap on PostgreSQL connections */
+
+    /* Batching */
+    int batch_size;         /* BATCH_SIZE: entries per batch (XREADGROUP COUNT) */
+    long batch_timeout_ms;  /* a batch closes after this long */
+    long block_ms;          /* XREADGROUP BLOCK */
+
+    /* Reclaim and dead letters */
+    long claim_idle_ms;     /* XAUTOCLAIM min-idle-time */
+    long claim_interval_ms; /* how often to run XAUTOCLAIM */
+    int max_deliveries;     /* more deliveries than this: dead letter */
+
+    /* Faults */
+    long reconnect_delay_ms;     /* first reconnect delay */
+    long reconnect_delay_max_ms; /* cap of the exponential backoff */
+    long redis_timeout_ms;       /* socket timeout, on top of block_ms */
+
+    /* Sink */
+    char sink[32];         /* "raw" or "atproto" */
+    char input_format[32]; /* "stream" or "jetstream" (atproto sink) */
+    char raw_table[128];   /* raw sink: table name, "events" */
+    char raw_type_field[128]; /* raw sink: field holding the event type */
+
+    /* Supervisor */
+    long worker_timeout_ms;   /* heartbeat older than this: SIGKILL */
+    long shutdown_timeout_ms; /* TERM: SIGKILL of the rest after this */
+    long restart_delay_ms;    /* first restart delay after a quick death */
+    long restart_delay_max_ms;
+    long stats_interval_ms;   /* aggregate events/sec log line */
+    char pidfile[CONFIG_STR_MAX];
+    char stats_name[256];     /* shm segment name; "" = derived */
+    char user[64];            /* drop privileges to this user ("" = don't) */
+
+    /* Logging */
+    enum log_level log_level; /* LOG_LEVEL */
+    char log_target[CONFIG_STR_MAX]; /* stderr | syslog | /path/to/file */
+};
+
+/* Fill cfg with the built-in defaults. Can't fail. */
+void config_defaults(struct config *cfg);
+
+/*
+ * Read a config file over cfg. Returns 0, or -1 with a one-line message in
+ * err ("FILE:LINE: KEY: what is wrong", or "FILE: strerror" when it can't
+ * be read). On error cfg may be partly updated: load into a copy.
+ */
+int config_load_file(struct config *cfg, const char *path, char *err,
+                     size_t errlen);
+
+/* Apply the environment variables (REDIS_URL, ...). Same error contract;
+ * the message names the variable. */
+int config_load_env(struct config *cfg, char *err, size_t errlen);
+
+/* Apply one "key=value" (command line -s). Same error contract. */
+int config_set_option(struct config *cfg, const char *keyvalue, char *err,
+                      size_t errlen);
+
+/* Cross-field checks (database_url set, names non-empty, ...) after all
+ * sources are applied. Same error contract. */
+int config_validate(const struct config *cfg, char *err, size_t errlen);
+
+/*
+ * The whole sequence: defaults, file (when path is not NULL), environment,
+ * the n options, validate. Returns 0 or -1 with err set.
+ */
+int config_load(struct config *cfg, const char *path, char *const *options,
+                int noptions, char *err, size_t errlen);
+
+/* The dead-letter stream: dead_letter_stream, or "<stream_key>:dead".
+ * Returns a pointer into cfg or into the static buffer buf. */
+const char *config_dead_letter_stream(const struct config *cfg, char *buf,
+                                      size_t buflen);
+
+/* The stats segment name: stats_name, or one derived from stream and group
+ * ("/sluice.<stream>.<group>" with '/' replaced). Writes into buf. */
+const char *config_stats_name(const struct config *cfg, char *buf,
+                              size_t buflen);
+
+/*
+ * Copy url into buf with any password replaced by "***"
+ * (redis://:secret@h -> redis://:***@h; postgresql://u:pw@h/db ->
+ * postgresql://u:***@h/db; key=value conninfo: password=***).
+ * Use this for every URL that reaches a log line or any output.
+ */
+const char *config_redact_url(const char *url, char *buf, size_t buflen);
+
+/* Print every setting and its value (passwords redacted) as a config file,
+ * for `sluiced --print-config`. */
+void config_print(const struct config *cfg, FILE *out);
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * sluiced.c: the command line of sluiced. It loads the configuration and
+ * then becomes one of three things:
+ *
+ *   sluiced -c FILE                 the supervisor (supervisor.c), which
+ *                                   forks PARALLEL_CONSUMERS workers
+ *   sluiced -c FILE --worker NAME   one worker in the foreground, no
+ *                                   supervisor (debugging, foreign
+ *                                   supervisors)
+ *   sluiced -c FILE --init-schema   apply the sink's DDL and exit
+ *
+ * Exit codes are those of shared/exitcode.h: 78 for a configuration error,
+ * 64 for a bad command line, so that an init system does not loop on them.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shared/config.h"
+#include "shared/exitcode.h"
+#include "shared/log.h"
+#include "supervisor/supervisor.h"
+#include "worker/worker.h"
+
+#define SLUICE_VERSION "0.1.0"
+#define MAX_SET_OPTIONS 128
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+            "usage: sluiced [-d] [-c FILE] [-s KEY=VALUE]...\n"
+            "       sluiced [-c FILE] [-s KEY=VALUE]... --worker NAME\n"
+            "       sluiced [-c FILE] [-s KEY=VALUE]... --init-schema\n"
+            "       sluiced [-c FILE] [-s KEY=VALUE]... --check-config\n"
+            "\n"
+            "sluiced drains a Redis stream into PostgreSQL with a group of\n"
+            "consumer worker processes.\n"
+            "\n"
+            "  -c, --config FILE    read settings from FILE (key = value);\n"
+            "                       SIGHUP re-reads it\n"
+            "  -s, --set KEY=VALUE  override one setting (repeatable);\n"
+            "                       wins over the file and the environment\n"
+            "  -d, --daemonize      detach and write the pidfile (SysV "
+            "init);\n"
+            "                       default: stay in the foreground\n"
+            "      --worker NAME    run one worker named NAME in the "
+            "foreground,\n"
+            "                       without a supervisor\n"
+            "      --init-schema    apply the configured sink's SQL schema\n"
+            "                       (idempotent) and exit\n"
+            "      --check-config   validate the configuration, print it\n"
+            "                       (passwords hidden) and exit\n"
+            "  -h, --help           this text\n"
+            "  -V, --version        print the version\n"
+            "\n"
+            "Precedence: defaults < FILE < environment (REDIS_URL,\n"
+            "DATABASE_URL, REDIS_STREAM_KEY, REDIS_CONSUMER_GROUP,\n"
+            "CONSUMER_ID, PARALLEL_CONSUMERS, BATCH_SIZE, DB_POOL_SIZE,\n"
+            "LOG_LEVEL) < -s. Every setting is documented in the sample\n"
+            "configuration, sluice.conf.\n"
+            "\n"
+            "Signals (supervisor): HUP reload, TERM/INT graceful stop,\n"
+            "QUIT immediate stop, USR1 reopen logs, TTIN/TTOU one worker\n"
+            "more/less.\n"
+            "\n"
+            "Exit status: 0 stopped cleanly; 64 bad command line; 75\n"
+            "temporary failure; 78 configuration error; 70 internal "
+            "error.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"set", required_argument, NULL, 's'},
+        {"daemonize", no_argument, NULL, 'd'},
+        {"worker", required_argument, NULL, 'W'},
+        {"init-schema", no_argument, NULL, 'I'},
+        {"check-config", no_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *worker_name = NULL;
+    char *set_options[MAX_SET_OPTIONS];
+    int nset = 0, daemonize = 0, init_schema = 0, check_config = 0, ch;
+    char err[CONFIG_ERR_MAX];
+    static struct config cfg;
+
+    while ((ch = getopt_long(argc, argv, "c:s:dhV", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 's':
+            if (nset == MAX_SET_OPTIONS) {
+                fprintf(stderr, "sluiced: too many -s options\n");
+                return EXIT_USAGE;
+            }
+            set_options[nset++] = optarg;
+            break;
+        case 'd':
+            daemonize = 1;
+            break;
+        case 'W':
+            worker_name = optarg;
+            break;
+        case 'I':
+            init_schema = 1;
+            break;
+        case 'C':
+            check_config = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case 'V':
+            printf("sluiced %s\n", SLUICE_VERSION);
+            return EXIT_OK;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "sluiced: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if ((worker_name != NULL) + init_schema + check_config + daemonize > 1) {
+        fprintf(stderr, "sluiced: --worker, --init-schema, --check-config "
+                        "and -d exclude each other\n");
+        return EXIT_USAGE;
+    }
+
+    if (config_load(&cfg, config_path, set_options, nset, err, sizeof(err)) <
+        0) {
+        fprintf(stderr, "sluiced: configuration refused: %s\n", err);
+        return EXIT_CONFIG;
+    }
+    if (check_config) {
+        config_print(&cfg, stdout);
+        return EXIT_OK;
+    }
+    if (log_init(cfg.log_target, cfg.log_level) < 0) {
+        fprintf(stderr, "sluiced: log_target %s: cannot open\n",
+                cfg.log_target);
+        return EXIT_CONFIG;
+    }
+
+    if (init_schema) {
+        log_set_identity("init-schema", NULL);
+        return worker_init_schema(&cfg);
+    }
+    if (worker_name != NULL) {
+        struct worker_options wo = {
+            .cfg = &cfg,
+            .name = worker_name,
+            .slot = NULL,
+            .parent_fd = -1,
+        };
+        log_set_identity("worker", worker_name);
+        return worker_run(&wo);
+    }
+
+    struct supervisor_options so = {
+        .config_path = config_path,
+        .set_options = set_options,
+        .nset_options = nset,
+        .daemonize = daemonize,
+    };
+    log_set_identity("supervisor", NULL);
+    return supervisor_run(&so, &cfg);
+}

@@ -1,0 +1,22 @@
+/*
+ * supervisor.h: the pre-fork supervisor of sluiced: forks the workers,
+ * restarts them with backoff, kills hung ones, reloads on SIGHUP, stops on
+ * TERM/INT/QUIT, owns the stats segment and logs the aggregate rate.
+ */
+#ifndef SLUICE_SUPERVISOR_H
+#define SLUICE_SUPERVISOR_H
+
+#include "shared/config.h"
+
+struct supervisor_options {
+    const char *config_path;  /* re-read on SIGHUP; may be NULL */
+    char *const *set_options; /* command-line "key=value", re-applied */
+    int nset_options;
+    int daemonize;            /* -d: detach, write the pidfile */
+};
+
+/* Run the supervisor with an already loaded and validated cfg. Returns the
+ * process exit code (exitcode.h). */
+int supervisor_run(const struct supervisor_options *opt, struct config *cfg);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * sink.c: the registry of sinks, and the field lookup every sink uses.
+ */
+#include <string.h>
+
+#include "worker/sink.h"
+
+extern const struct sink_type sink_raw_type;
+
+static const struct sink_type *const sink_types[] = {
+    &sink_raw_type,
+};
+
+const struct sink_type *
+sink_type_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(sink_types) / sizeof(sink_types[0]); i++)
+        if (strcmp(sink_types[i]->name, name) == 0)
+            return sink_types[i];
+    return NULL;
+}
+
+const struct stream_field *
+stream_entry_field(const struct stream_entry *e, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (size_t i = 0; i < e->nfields; i++)
+        if (e->fields[i].name_len == len &&
+            memcmp(e->fields[i].name, name, len) == 0)
+            return &e->fields[i];
+    return NULL;
+}

@@ -1,0 +1,104 @@
+/*
+ * sink.h: what a sink is — the part of the worker that turns stream entries
+ * into PostgreSQL rows — and the registry of the sinks sluice has.
+ *
+ * The worker owns the stream (reading, acking, reclaiming, dead letters),
+ * the connections and the transaction; a sink only decodes and writes:
+ *
+ *   sink->type->prepare(sink, entry)  decode one entry, no I/O. A malformed
+ *                                    entry is refused here with a reason and
+ *                                    goes to the dead-letter stream.
+ *   sink->type->apply(sink, conn, entries, n, err)
+ *                                    write n prepared entries inside the
+ *                                    transaction the worker opened, with a
+ *                                    few set-based statements (never one
+ *                                    round trip per entry). Any subset of a
+ *                                    batch must be appliable on its own: the
+ *                                    worker splits a batch to isolate an
+ *                                    entry PostgreSQL rejects.
+ *   sink->type->release(sink, entry) free what prepare() attached.
+ *
+ * Every write must be idempotent: an entry applied twice, or entries
+ * applied out of stream order, must leave the same final state as the
+ * stream applied once in order.
+ */
+#ifndef SLUICE_SINK_H
+#define SLUICE_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "shared/config.h"
+
+#define SINK_REASON_MAX 256
+
+/* One field of a stream entry; pointers into the Redis reply (not
+ * NUL-terminated in general: use the lengths). */
+struct stream_field {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+/* One stream entry as the worker read it. The fields stay valid until the
+ * batch is done; sink_state belongs to the sink. */
+struct stream_entry {
+    char id[48];      /* "1700000000000-0" */
+    uint64_t id_ms;   /* the two halves of the ID */
+    uint64_t id_seq;
+    size_t nfields;
+    struct stream_field *fields;
+    unsigned deliveries; /* times delivered, when known (0 = unknown) */
+    void *sink_state;    /* set by prepare(), freed by release() */
+};
+
+/* What apply() reports besides success. */
+enum sink_result {
+    SINK_OK = 0,
+    SINK_RETRY,      /* transient: connection lost, deadlock, serialization
+                        failure, admin shutdown; retry the whole batch */
+    SINK_DATA_ERROR, /* PostgreSQL rejected some entry's data: split */
+};
+
+struct sink;
+
+struct sink_type {
+    const char *name;
+    /* Allocate the sink for this configuration. NULL + err on failure
+     * (a configuration problem: permanent). No connection yet. */
+    struct sink *(*create)(const struct config *cfg, char *err, size_t errlen);
+    void (*destroy)(struct sink *sink);
+    /* The DDL applied by `sluiced --init-schema` (compiled in from
+     * etc/sql/NAME.sql). */
+    const char *ddl;
+    /* Once per connection (after every reconnect): prepare statements,
+     * set session options. Returns SINK_OK or SINK_RETRY. */
+    enum sink_result (*on_connect)(struct sink *sink, PGconn *conn,
+                                   char *err, size_t errlen);
+    /* Decode one entry. 0, or -1 with a reason in reason (the entry is
+     * dead-lettered and never reaches apply). */
+    int (*prepare)(struct sink *sink, struct stream_entry *entry,
+                   char *reason, size_t reasonlen);
+    /* Write entries inside the open transaction. err gets PostgreSQL's
+     * message on failure. */
+    enum sink_result (*apply)(struct sink *sink, PGconn *conn,
+                              struct stream_entry *const *entries, size_t n,
+                              char *err, size_t errlen);
+    void (*release)(struct sink *sink, struct stream_entry *entry);
+};
+
+struct sink {
+    const struct sink_type *type;
+};
+
+/* Look a sink type up by name ("raw", "atproto"); NULL if unknown. */
+const struct sink_type *sink_type_find(const char *name);
+
+/* Find a field by name; NULL when absent. */
+const struct stream_field *stream_entry_field(const struct stream_entry *e,
+                                              const char *name);
+
+#endif

@@ -1,0 +1,41 @@
+/*
+ * worker.h: one consumer-group worker: the loop that reads a Redis stream
+ * in a consumer group, hands batches to the sink, commits them in
+ * PostgreSQL and acks them afterwards.
+ */
+#ifndef SLUICE_WORKER_H
+#define SLUICE_WORKER_H
+
+#include <signal.h>
+
+#include "shared/config.h"
+#include "shared/stats.h"
+
+struct worker_options {
+    const struct config *cfg;
+    const char *name;        /* consumer name, e.g. "host-a-3" */
+    struct stats_slot *slot; /* where to publish counters; the worker owns
+                                it while it runs (a private one if NULL) */
+    int parent_fd;           /* read end of the supervisor's pipe, or -1:
+                                EOF means the supervisor died */
+};
+
+/* Set by signal handlers (installed by worker_run). */
+extern volatile sig_atomic_t worker_stop_requested; /* TERM/INT: drain */
+extern volatile sig_atomic_t worker_quit_requested; /* QUIT: now */
+extern volatile sig_atomic_t worker_reopen_logs;    /* USR1 */
+
+/*
+ * Run until told to stop. Returns the process exit code (exitcode.h):
+ * EXIT_OK after a graceful stop (the current batch committed and acked),
+ * EXIT_CONFIG when the configuration can't work (e.g. unknown sink),
+ * EXIT_SOFTWARE on an internal error. Server outages never end the worker:
+ * it backs off and reconnects.
+ */
+int worker_run(const struct worker_options *opt);
+
+/* `sluiced --init-schema`: apply the configured sink's DDL under an
+ * advisory lock, idempotently. Returns an exit code. */
+int worker_init_schema(const struct config *cfg);
+
+#endif
