@@ -26,11 +26,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define STATS_MAGIC 0x534c4355u /* "SLCU" */
+#define STATS_MAGIC          0x534c4355u /* "SLCU" */
 #define STATS_LAYOUT_VERSION 1u
-#define STATS_MAX_SLOTS 64
-#define STATS_NAME_MAX 64
-#define STATS_ERROR_MAX 160
+#define STATS_MAX_SLOTS      64
+#define STATS_NAME_MAX       64
+#define STATS_ERROR_MAX      160
 /*
  * Latency histogram (stream-ID time to commit): bucket i counts latencies
  * below 2^i milliseconds (bucket 0: < 1 ms ... bucket 16: < 65.5 s);
@@ -39,39 +39,39 @@
 #define STATS_HIST_BUCKETS 18
 
 enum worker_state {
-    WORKER_EMPTY = 0,  /* slot unused */
-    WORKER_STARTING,   /* forked, connecting */
-    WORKER_RUNNING,    /* consuming */
-    WORKER_DRAINING,   /* TERM received: finishing its batch */
-    WORKER_BACKOFF,    /* a server is down: waiting to reconnect */
-    WORKER_DEAD,       /* exited; the supervisor will restart it */
+    WORKER_EMPTY = 0, /* slot unused */
+    WORKER_STARTING,  /* forked, connecting */
+    WORKER_RUNNING,   /* consuming */
+    WORKER_DRAINING,  /* TERM received: finishing its batch */
+    WORKER_BACKOFF,   /* a server is down: waiting to reconnect */
+    WORKER_DEAD,      /* exited; the supervisor will restart it */
     WORKER_STATE_COUNT
 };
 
 const char *worker_state_name(enum worker_state st);
 
 struct stats_counters {
-    uint64_t entries_read;     /* entries delivered to this worker */
-    uint64_t events_applied;   /* entries committed to PostgreSQL */
-    uint64_t dead_lettered;    /* entries moved to the dead-letter stream */
+    uint64_t entries_read;   /* entries delivered to this worker */
+    uint64_t events_applied; /* entries committed to PostgreSQL */
+    uint64_t dead_lettered;  /* entries moved to the dead-letter stream */
     uint64_t batches_committed;
-    uint64_t batches_retried;  /* transient failure, batch applied again */
-    uint64_t entries_claimed;  /* taken over with XAUTOCLAIM */
-    uint64_t acks;             /* entries acked (XACK) */
+    uint64_t batches_retried; /* transient failure, batch applied again */
+    uint64_t entries_claimed; /* taken over with XAUTOCLAIM */
+    uint64_t acks;            /* entries acked (XACK) */
     uint64_t redis_errors;
     uint64_t pg_errors;
-    uint64_t restarts;         /* written by the supervisor */
+    uint64_t restarts; /* written by the supervisor */
 };
 
 struct stats_slot {
     _Atomic uint32_t changecount; /* odd while being written */
     int32_t pid;
-    uint32_t state;               /* enum worker_state */
+    uint32_t state; /* enum worker_state */
     uint32_t last_batch_size;
-    char name[STATS_NAME_MAX];    /* consumer name, CONSUMER_ID-n */
-    int64_t started_ms;           /* CLOCK_REALTIME ms, this process */
-    int64_t heartbeat_ms;         /* CLOCK_REALTIME ms, last loop turn */
-    uint64_t last_batch_us;       /* duration of the last batch commit */
+    char name[STATS_NAME_MAX]; /* consumer name, CONSUMER_ID-n */
+    int64_t started_ms;        /* CLOCK_REALTIME ms, this process */
+    int64_t heartbeat_ms;      /* CLOCK_REALTIME ms, last loop turn */
+    uint64_t last_batch_us;    /* duration of the last batch commit */
     struct stats_counters c;
     uint64_t latency_hist[STATS_HIST_BUCKETS];
     char last_error[STATS_ERROR_MAX];
@@ -81,15 +81,15 @@ struct stats_slot {
 struct stats_header {
     uint32_t magic;
     uint32_t version;
-    uint64_t size;            /* bytes of the whole segment */
+    uint64_t size; /* bytes of the whole segment */
     int32_t supervisor_pid;
-    uint32_t nslots;          /* slots in the segment (STATS_MAX_SLOTS) */
-    int64_t started_ms;       /* supervisor start, CLOCK_REALTIME ms */
+    uint32_t nslots;             /* slots in the segment (STATS_MAX_SLOTS) */
+    int64_t started_ms;          /* supervisor start, CLOCK_REALTIME ms */
     _Atomic uint32_t generation; /* bumped on every reload */
     _Atomic uint32_t workers_wanted; /* current PARALLEL_CONSUMERS */
     char stream[256];
     char group[256];
-    char redis_url[512];      /* password redacted */
+    char redis_url[512]; /* password redacted */
 } __attribute__((aligned(64)));
 
 struct stats_segment {
@@ -100,16 +100,17 @@ struct stats_segment {
 /* Result of stats_open(). */
 enum stats_open_result {
     STATS_OK = 0,
-    STATS_NOT_FOUND,   /* no segment of that name */
-    STATS_NO_ACCESS,   /* permission denied */
-    STATS_BAD_LAYOUT,  /* magic, version or size mismatch */
-    STATS_SYS_ERROR,   /* other error, errno set */
+    STATS_NOT_FOUND,  /* no segment of that name */
+    STATS_NO_ACCESS,  /* permission denied */
+    STATS_BAD_LAYOUT, /* magic, version or size mismatch */
+    STATS_SYS_ERROR,  /* other error, errno set */
 };
 
 /*
  * Create (or take over a stale one of a crashed supervisor) the segment
  * `name`, mode 0644, zeroed, header filled. Returns the mapping or NULL
- * with errno set. Only the supervisor calls this.
+ * with errno set: EADDRINUSE when a live supervisor owns the segment.
+ * Only the supervisor calls this.
  */
 struct stats_segment *stats_create(const char *name, const char *stream,
                                    const char *group, const char *redis_url);
@@ -123,9 +124,21 @@ enum stats_open_result stats_open(const char *name,
 void stats_close(const struct stats_segment *seg);
 void stats_remove(struct stats_segment *seg, const char *name);
 
+/* Layout version of the segment `name` (magic checked, nothing else);
+ * 0 when it can't be read. Lets sluicectl say which version it found. */
+uint32_t stats_peek_version(const char *name);
+
+/* Hand the object `name` to uid:gid (before a privilege drop, so that the
+ * supervisor can still unlink it). Returns 0 or -1 with errno set. */
+int stats_chown(const char *name, uid_t uid, gid_t gid);
+
 /* Writer side: bracket every update of a slot. */
 void stats_slot_write_begin(struct stats_slot *slot);
 void stats_slot_write_end(struct stats_slot *slot);
+
+/* Supervisor, after reaping a slot's worker: make a change count left odd
+ * by a writer that died mid-update even again. Can't fail. */
+void stats_slot_recover(struct stats_slot *slot);
 
 /* Reader side: a consistent copy of slot into out. Can't fail; spins
  * (with sched_yield) while a writer is mid-update. */
@@ -138,6 +151,10 @@ void stats_hist_add(struct stats_slot *slot, uint64_t latency_ms);
 /* The latency below which fraction q (0..1) of the histogram's samples
  * fall, as the upper bound of that bucket in ms; 0 when empty. */
 uint64_t stats_hist_quantile(const uint64_t *hist, double q);
+
+/* Upper bound in ms of histogram bucket i (2^i); for the last (overflow)
+ * bucket its lower bound. */
+uint64_t stats_hist_bucket_upper_ms(unsigned i);
 
 /* Milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t stats_now_ms(void);

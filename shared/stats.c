@@ -1,0 +1,425 @@
+/*
+ * stats.c: the shared-memory statistics segment (see stats.h for the
+ * layout and the one-writer-per-slot rule).
+ *
+ * The segment is a POSIX shared-memory object created by the supervisor
+ * before it forks; the workers inherit the read-write mapping across
+ * fork() and never open it by name. sluicectl maps it read-only.
+ *
+ * Consistency uses a change count per slot (a sequence lock): the writer
+ * makes the count odd, updates the slot, makes it even again; a reader
+ * copies the slot between two reads of the count and retries when the
+ * count was odd or moved. Writers never wait for readers.
+ *
+ * A segment left behind by a supervisor that was killed is recognised by
+ * its header: when the supervisor pid recorded there no longer runs (or
+ * now belongs to a process that started after the segment was created),
+ * the segment is unlinked and created afresh.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bsd/string.h>
+
+#include "shared/stats.h"
+
+static const char *const state_names[WORKER_STATE_COUNT] = {
+    [WORKER_EMPTY] = "empty",     [WORKER_STARTING] = "starting",
+    [WORKER_RUNNING] = "running", [WORKER_DRAINING] = "draining",
+    [WORKER_BACKOFF] = "backoff", [WORKER_DEAD] = "dead",
+};
+
+/* The name of a state ("running"); "unknown" for a value out of range.
+ * Can't fail. */
+const char *
+worker_state_name(enum worker_state st)
+{
+    if ((unsigned)st >= WORKER_STATE_COUNT)
+        return "unknown";
+    return state_names[st];
+}
+
+int64_t
+stats_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The start time of process pid in ms since the epoch, from
+ * /proc/pid/stat and the boot time; -1 when it can't be read (no /proc,
+ * process gone).
+ */
+static int64_t
+process_start_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    FILE *f;
+    size_t n;
+    char *p;
+    unsigned long long start_ticks;
+    struct timespec now_rt, now_boot;
+    long hz;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may contain spaces and parentheses: skip to the
+     * last ')', then field 22 (starttime) is the 20th after it. */
+    if ((p = strrchr(buf, ')')) == NULL)
+        return -1;
+    p++;
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p + 1, ' ');
+        if (p == NULL)
+            return -1;
+    }
+    if (sscanf(p, " %llu", &start_ticks) != 1)
+        return -1;
+    if ((hz = sysconf(_SC_CLK_TCK)) <= 0)
+        return -1;
+    clock_gettime(CLOCK_REALTIME, &now_rt);
+    clock_gettime(CLOCK_BOOTTIME, &now_boot);
+    int64_t boot_ms = ((int64_t)now_rt.tv_sec - now_boot.tv_sec) * 1000 +
+                      (now_rt.tv_nsec - now_boot.tv_nsec) / 1000000;
+    return boot_ms + (int64_t)(start_ticks * 1000 / (unsigned long long)hz);
+}
+
+/*
+ * 1 when the supervisor that wrote a header with (pid, started_ms) still
+ * runs: the pid exists and its process started no later than the segment
+ * was created (a reused pid belongs to a younger process). Can't fail.
+ */
+static int
+supervisor_alive(pid_t pid, int64_t started_ms)
+{
+    int64_t pstart;
+
+    if (pid <= 0 || pid == getpid())
+        return 0;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return 0;
+    pstart = process_start_ms(pid);
+    /* 2 s of slack for clock granularity and a slow start. */
+    if (pstart >= 0 && started_ms > 0 && pstart > started_ms + 2000)
+        return 0;
+    return 1;
+}
+
+/*
+ * Look at an existing object `name`: returns 1 when it belongs to a live
+ * supervisor, 0 when it is stale (or unreadable garbage), -1 with errno
+ * set when it can't be opened.
+ */
+static int
+segment_in_use(const char *name)
+{
+    struct stats_header h;
+    struct stat st;
+    void *p;
+    int fd, live = 0;
+
+    if ((fd = shm_open(name, O_RDONLY, 0)) < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(h)) {
+        p = mmap(NULL, sizeof(h), PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            memcpy(&h, p, sizeof(h));
+            munmap(p, sizeof(h));
+            if (h.magic == STATS_MAGIC)
+                live = supervisor_alive(h.supervisor_pid, h.started_ms);
+        }
+    }
+    close(fd);
+    return live;
+}
+
+/*
+ * Create the segment (see stats.h). A stale segment of a dead supervisor
+ * is unlinked and replaced; a segment of a live supervisor makes this fail
+ * with errno EADDRINUSE. The caller unmaps with stats_close() or
+ * stats_remove().
+ */
+struct stats_segment *
+stats_create(const char *name, const char *stream, const char *group,
+             const char *redis_url)
+{
+    struct stats_segment *seg;
+    int fd, saved, tries = 0;
+
+again:
+    fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0644);
+    if (fd < 0 && errno == EEXIST && tries++ < 3) {
+        int live = segment_in_use(name);
+        if (live < 0)
+            return NULL;
+        if (live) {
+            errno = EADDRINUSE;
+            return NULL;
+        }
+        if (shm_unlink(name) < 0 && errno != ENOENT)
+            return NULL;
+        goto again;
+    }
+    if (fd < 0)
+        return NULL;
+    /* The umask may have narrowed the mode; readers need 0644. */
+    if (fchmod(fd, 0644) < 0 || ftruncate(fd, sizeof(*seg)) < 0)
+        goto fail;
+    seg = mmap(NULL, sizeof(*seg), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (seg == MAP_FAILED)
+        goto fail;
+    close(fd);
+
+    memset(seg, 0, sizeof(*seg));
+    seg->hdr.version = STATS_LAYOUT_VERSION;
+    seg->hdr.size = sizeof(*seg);
+    seg->hdr.supervisor_pid = (int32_t)getpid();
+    seg->hdr.nslots = STATS_MAX_SLOTS;
+    seg->hdr.started_ms = stats_now_ms();
+    strlcpy(seg->hdr.stream, stream ? stream : "", sizeof(seg->hdr.stream));
+    strlcpy(seg->hdr.group, group ? group : "", sizeof(seg->hdr.group));
+    strlcpy(seg->hdr.redis_url, redis_url ? redis_url : "",
+            sizeof(seg->hdr.redis_url));
+    /* The magic goes last: a reader that sees it sees a full header. */
+    atomic_thread_fence(memory_order_release);
+    seg->hdr.magic = STATS_MAGIC;
+    return seg;
+
+fail:
+    saved = errno;
+    close(fd);
+    shm_unlink(name);
+    errno = saved;
+    return NULL;
+}
+
+/*
+ * Map an existing segment read-only and check its header. On STATS_OK *out
+ * is the mapping (release it with stats_close()); on STATS_SYS_ERROR errno
+ * tells why.
+ */
+enum stats_open_result
+stats_open(const char *name, const struct stats_segment **out)
+{
+    const struct stats_header *h;
+    struct stat st;
+    void *p;
+    int fd, saved;
+
+    *out = NULL;
+    if ((fd = shm_open(name, O_RDONLY, 0)) < 0) {
+        if (errno == ENOENT)
+            return STATS_NOT_FOUND;
+        if (errno == EACCES || errno == EPERM)
+            return STATS_NO_ACCESS;
+        return STATS_SYS_ERROR;
+    }
+    if (fstat(fd, &st) < 0) {
+        saved = errno;
+        close(fd);
+        errno = saved;
+        return STATS_SYS_ERROR;
+    }
+    if ((size_t)st.st_size != sizeof(struct stats_segment)) {
+        close(fd);
+        return STATS_BAD_LAYOUT;
+    }
+    p = mmap(NULL, sizeof(struct stats_segment), PROT_READ, MAP_SHARED, fd, 0);
+    saved = errno;
+    close(fd);
+    if (p == MAP_FAILED) {
+        errno = saved;
+        return errno == EACCES ? STATS_NO_ACCESS : STATS_SYS_ERROR;
+    }
+    h = p;
+    if (h->magic != STATS_MAGIC || h->version != STATS_LAYOUT_VERSION ||
+        h->size != sizeof(struct stats_segment) ||
+        h->nslots != STATS_MAX_SLOTS) {
+        munmap(p, sizeof(struct stats_segment));
+        return STATS_BAD_LAYOUT;
+    }
+    atomic_thread_fence(memory_order_acquire);
+    *out = p;
+    return STATS_OK;
+}
+
+/* Layout version a segment `name` carries, without judging it; 0 when it
+ * can't be read. For sluicectl's "layout version mismatch" message. */
+uint32_t
+stats_peek_version(const char *name)
+{
+    struct stats_header h;
+    struct stat st;
+    void *p;
+    int fd;
+    uint32_t v = 0;
+
+    if ((fd = shm_open(name, O_RDONLY, 0)) < 0)
+        return 0;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(h)) {
+        p = mmap(NULL, sizeof(h), PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            memcpy(&h, p, sizeof(h));
+            munmap(p, sizeof(h));
+            if (h.magic == STATS_MAGIC)
+                v = h.version;
+        }
+    }
+    close(fd);
+    return v;
+}
+
+/* Give the object `name` to uid:gid (after a privilege drop the supervisor
+ * must still be able to unlink it). Returns 0 or -1 with errno set. */
+int
+stats_chown(const char *name, uid_t uid, gid_t gid)
+{
+    int fd, r, saved;
+
+    if ((fd = shm_open(name, O_RDWR, 0)) < 0)
+        return -1;
+    r = fchown(fd, uid, gid);
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return r;
+}
+
+void
+stats_close(const struct stats_segment *seg)
+{
+    if (seg != NULL)
+        munmap((void *)seg, sizeof(*seg));
+}
+
+/* Unmap and unlink (the supervisor's clean exit). Errors are ignored: the
+ * next supervisor takes a leftover segment over. */
+void
+stats_remove(struct stats_segment *seg, const char *name)
+{
+    stats_close(seg);
+    if (name != NULL)
+        shm_unlink(name);
+}
+
+/* After its writer died: a change count left odd by a write that never
+ * ended is made even, so the next writer and the readers work. Only for
+ * the supervisor, after reaping the slot's worker. Can't fail. */
+void
+stats_slot_recover(struct stats_slot *slot)
+{
+    uint32_t c = atomic_load_explicit(&slot->changecount, memory_order_relaxed);
+
+    if (c & 1)
+        atomic_store_explicit(&slot->changecount, c + 1, memory_order_release);
+}
+
+void
+stats_slot_write_begin(struct stats_slot *slot)
+{
+    atomic_fetch_add_explicit(&slot->changecount, 1, memory_order_relaxed);
+    /* The odd count must be visible before any field changes. */
+    atomic_thread_fence(memory_order_release);
+}
+
+void
+stats_slot_write_end(struct stats_slot *slot)
+{
+    /* Every field written must be visible before the even count. */
+    atomic_fetch_add_explicit(&slot->changecount, 1, memory_order_release);
+}
+
+/*
+ * Copy slot into out consistently: retry while a write is in progress or
+ * happened during the copy. Can't fail (a writer that died mid-update
+ * leaves an odd count; after a bounded number of tries the last copy is
+ * returned rather than spinning forever).
+ */
+void
+stats_slot_read(const struct stats_slot *slot, struct stats_slot *out)
+{
+    uint32_t before, after;
+
+    for (int tries = 0;; tries++) {
+        before = atomic_load_explicit(&slot->changecount, memory_order_acquire);
+        if ((before & 1) == 0 || tries > 100000) {
+            memcpy(out, (const void *)slot, sizeof(*out));
+            atomic_thread_fence(memory_order_acquire);
+            after =
+                atomic_load_explicit(&slot->changecount, memory_order_relaxed);
+            if ((before == after && (before & 1) == 0) || tries > 100000)
+                break;
+        }
+        sched_yield();
+    }
+    atomic_store_explicit(&out->changecount, before, memory_order_relaxed);
+}
+
+/* Bucket of a latency: the smallest i with latency < 2^i ms, the last
+ * bucket for anything slower. */
+static unsigned
+hist_bucket(uint64_t latency_ms)
+{
+    unsigned i = 0;
+
+    while (i < STATS_HIST_BUCKETS - 1 && latency_ms >= (UINT64_C(1) << i))
+        i++;
+    return i;
+}
+
+void
+stats_hist_add(struct stats_slot *slot, uint64_t latency_ms)
+{
+    slot->latency_hist[hist_bucket(latency_ms)]++;
+}
+
+/* Upper bound (ms) of bucket i: 2^i; the overflow bucket reports its lower
+ * bound 2^(STATS_HIST_BUCKETS-1). */
+uint64_t
+stats_hist_bucket_upper_ms(unsigned i)
+{
+    if (i >= STATS_HIST_BUCKETS - 1)
+        return UINT64_C(1) << (STATS_HIST_BUCKETS - 1);
+    return UINT64_C(1) << i;
+}
+
+uint64_t
+stats_hist_quantile(const uint64_t *hist, double q)
+{
+    uint64_t total = 0, want, seen = 0;
+
+    for (unsigned i = 0; i < STATS_HIST_BUCKETS; i++)
+        total += hist[i];
+    if (total == 0)
+        return 0;
+    if (q < 0)
+        q = 0;
+    if (q > 1)
+        q = 1;
+    want = (uint64_t)ceil(q * (double)total);
+    if (want == 0)
+        want = 1;
+    for (unsigned i = 0; i < STATS_HIST_BUCKETS; i++) {
+        seen += hist[i];
+        if (seen >= want)
+            return stats_hist_bucket_upper_ms(i);
+    }
+    return stats_hist_bucket_upper_ms(STATS_HIST_BUCKETS - 1);
+}
