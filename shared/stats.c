@@ -30,6 +30,9 @@
 #include <unistd.h>
 
 #include <bsd/string.h>
+#include <hiredis/hiredis.h>
+
+#include "shared/redis_conn.h"
 
 #include "shared/stats.h"
 
@@ -422,4 +425,108 @@ stats_hist_quantile(const uint64_t *hist, double q)
             return stats_hist_bucket_upper_ms(i);
     }
     return stats_hist_bucket_upper_ms(STATS_HIST_BUCKETS - 1);
+}
+
+/*
+ * The group's figures from Redis, for the supervisor's periodic log line
+ * and for sluicectl: one short-lived connection (shared/redis_conn.h),
+ * XLEN and XINFO GROUPS.
+ * Both programs need it and only the library is shared between them, so
+ * it lives here beside the segment.
+ */
+
+static long long
+reply_int(const redisReply *r)
+{
+    if (r == NULL)
+        return -1;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (r->type == REDIS_REPLY_STRING)
+        return strtoll(r->str, NULL, 10);
+    return -1;
+}
+
+/*
+ * Fill *out with the stream's length and the group's pending count, lag
+ * and consumers. Returns 0, or -1 with out->error set (Redis down, no
+ * such stream or group); fields not known are -1. Never blocks longer
+ * than about 3 * timeout_ms.
+ */
+int
+stats_group_info(const char *redis_url, const char *stream, const char *group,
+                 long timeout_ms, struct stats_group_info *out)
+{
+    struct redis_target target;
+    struct redis_conn rc;
+    redisContext *c;
+    redisReply *r;
+    int found = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->length = out->pending = out->lag = out->consumers = -1;
+    if (redis_url_parse(redis_url, &target, out->error, sizeof(out->error)) < 0)
+        return -1;
+    redis_conn_init(&rc, &target, timeout_ms, timeout_ms);
+    if (redis_conn_connect(&rc) < 0) {
+        strlcpy(out->error, rc.err, sizeof(out->error));
+        return -1;
+    }
+    c = rc.ctx;
+
+    r = redisCommand(c, "XLEN %s", stream);
+    if (r == NULL) {
+        snprintf(out->error, sizeof(out->error), "%s", c->errstr);
+        redis_conn_close(&rc);
+        return -1;
+    }
+    out->length = reply_int(r);
+    freeReplyObject(r);
+
+    r = redisCommand(c, "XINFO GROUPS %s", stream);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        snprintf(out->error, sizeof(out->error), "XINFO GROUPS: %s",
+                 r == NULL                      ? c->errstr
+                 : r->type == REDIS_REPLY_ERROR ? r->str
+                                                : "unexpected reply");
+        freeReplyObject(r);
+        redis_conn_close(&rc);
+        return -1;
+    }
+    for (size_t i = 0; i < r->elements && !found; i++) {
+        const redisReply *g = r->element[i];
+        const redisReply *name = NULL;
+
+        if (g->type != REDIS_REPLY_ARRAY)
+            continue;
+        for (size_t k = 0; k + 1 < g->elements; k += 2)
+            if (g->element[k]->type == REDIS_REPLY_STRING &&
+                strcmp(g->element[k]->str, "name") == 0)
+                name = g->element[k + 1];
+        if (name == NULL || name->type != REDIS_REPLY_STRING ||
+            strcmp(name->str, group) != 0)
+            continue;
+        found = 1;
+        for (size_t k = 0; k + 1 < g->elements; k += 2) {
+            const char *key = g->element[k]->str;
+            const redisReply *v = g->element[k + 1];
+
+            if (g->element[k]->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(key, "pending") == 0)
+                out->pending = reply_int(v);
+            else if (strcmp(key, "consumers") == 0)
+                out->consumers = reply_int(v);
+            else if (strcmp(key, "lag") == 0)
+                out->lag = reply_int(v); /* nil (unknown) stays -1 */
+        }
+    }
+    freeReplyObject(r);
+    redis_conn_close(&rc);
+    if (!found) {
+        snprintf(out->error, sizeof(out->error), "no group %s on %s", group,
+                 stream);
+        return -1;
+    }
+    return 0;
 }

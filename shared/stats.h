@@ -156,6 +156,26 @@ uint64_t stats_hist_quantile(const uint64_t *hist, double q);
  * bucket its lower bound. */
 uint64_t stats_hist_bucket_upper_ms(unsigned i);
 
+/* The consumer group's figures in Redis (not in the segment). */
+struct stats_group_info {
+    long long length;    /* XLEN of the stream */
+    long long pending;   /* entries delivered, not yet acked */
+    long long lag;       /* entries not yet delivered to the group; -1
+                            when Redis can't tell */
+    long long consumers; /* consumers known to the group */
+    char error[160];     /* why the figures are missing */
+};
+
+/*
+ * Ask Redis (redis_url may carry a password) for the group's figures with
+ * one short connection. Returns 0, or -1 with out->error set (server down,
+ * no such stream or group); unknown figures are -1. Waits at most a few
+ * times timeout_ms.
+ */
+int stats_group_info(const char *redis_url, const char *stream,
+                     const char *group, long timeout_ms,
+                     struct stats_group_info *out);
+
 /* Milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t stats_now_ms(void);
 

@@ -17,13 +17,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <bsd/unistd.h>
+
 #include "shared/config.h"
 #include "shared/exitcode.h"
 #include "shared/log.h"
 #include "supervisor/supervisor.h"
 #include "worker/worker.h"
 
-#define SLUICE_VERSION "0.1.0"
+#define SLUICE_VERSION  "0.1.0"
 #define MAX_SET_OPTIONS 128
 
 static void
@@ -71,7 +73,7 @@ usage(FILE *out)
 }
 
 int
-main(int argc, char **argv)
+main(int argc, char **argv, char **envp)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -89,6 +91,10 @@ main(int argc, char **argv)
     int nset = 0, daemonize = 0, init_schema = 0, check_config = 0, ch;
     char err[CONFIG_ERR_MAX];
     static struct config cfg;
+
+    /* Process titles (sluiced: supervisor ..., sluiced: worker NAME)
+     * need the argument and environment area; this must come first. */
+    setproctitle_init(argc, argv, envp);
 
     while ((ch = getopt_long(argc, argv, "c:s:dhV", longopts, NULL)) != -1) {
         switch (ch) {
