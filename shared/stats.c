@@ -391,6 +391,7 @@ void
 stats_hist_add(struct stats_slot *slot, uint64_t latency_ms)
 {
     slot->latency_hist[hist_bucket(latency_ms)]++;
+    slot->latency_sum_ms += latency_ms;
 }
 
 /* Upper bound (ms) of bucket i: 2^i; the overflow bucket reports its lower

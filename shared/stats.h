@@ -76,6 +76,8 @@ struct stats_slot {
     uint64_t latency_hist[STATS_HIST_BUCKETS];
     char last_error[STATS_ERROR_MAX];
     int64_t last_error_ms;
+    uint64_t latency_sum_ms; /* sum of the latencies in latency_hist
+                                (stats_hist_add keeps it) */
 } __attribute__((aligned(64)));
 
 struct stats_header {
@@ -144,8 +146,8 @@ void stats_slot_recover(struct stats_slot *slot);
  * (with sched_yield) while a writer is mid-update. */
 void stats_slot_read(const struct stats_slot *slot, struct stats_slot *out);
 
-/* Record one commit latency in ms into the histogram (writer side, inside
- * write_begin/end). */
+/* Record one commit latency in ms into the histogram and latency_sum_ms
+ * (writer side, inside write_begin/end). */
 void stats_hist_add(struct stats_slot *slot, uint64_t latency_ms);
 
 /* The latency below which fraction q (0..1) of the histogram's samples

@@ -217,6 +217,7 @@ child_start(struct supervisor *sv, struct child *c)
         /* A new (or renamed) worker: start from zero. */
         memset(&slot->c, 0, sizeof(slot->c));
         memset(slot->latency_hist, 0, sizeof(slot->latency_hist));
+        slot->latency_sum_ms = 0;
         slot->last_error[0] = '\0';
         slot->last_error_ms = 0;
     } else {

@@ -1,0 +1,496 @@
+/*
+ * sluicectl_report.c: the three ways sluicectl shows a snapshot of the
+ * stats segment: the operator's table (status, top), one JSON object
+ * (stats --json) and the Prometheus text exposition format (stats
+ * --prometheus, for node_exporter's textfile collector).
+ *
+ * Totals include slots of workers that were scaled away, so that the
+ * totals keep counting everything this supervisor applied.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "supervisor/sluicectl.h"
+
+void
+ctl_snapshot_take(const struct stats_segment *seg, struct ctl_snapshot *snap)
+{
+    snap->taken_ms = stats_now_ms();
+    memcpy(&snap->hdr, &seg->hdr, sizeof(snap->hdr));
+    for (int i = 0; i < STATS_MAX_SLOTS; i++)
+        stats_slot_read(&seg->slots[i], &snap->slots[i]);
+}
+
+int
+ctl_slot_used(const struct stats_slot *s)
+{
+    return s->name[0] != '\0';
+}
+
+/* A slot whose worker is part of the current set (not scaled away). */
+static int
+slot_listed(const struct stats_slot *s)
+{
+    return ctl_slot_used(s) && s->state != WORKER_EMPTY;
+}
+
+static void
+counters_add(struct stats_counters *sum, const struct stats_counters *c)
+{
+    sum->entries_read += c->entries_read;
+    sum->events_applied += c->events_applied;
+    sum->dead_lettered += c->dead_lettered;
+    sum->batches_committed += c->batches_committed;
+    sum->batches_retried += c->batches_retried;
+    sum->entries_claimed += c->entries_claimed;
+    sum->acks += c->acks;
+    sum->redis_errors += c->redis_errors;
+    sum->pg_errors += c->pg_errors;
+    sum->restarts += c->restarts;
+}
+
+/* events/s of slot i between prev and snap; -1 when unknown. */
+static double
+slot_rate(const struct ctl_snapshot *snap, const struct ctl_snapshot *prev,
+          int i)
+{
+    double secs;
+
+    if (prev == NULL || snap->taken_ms <= prev->taken_ms)
+        return -1;
+    if (snap->slots[i].c.events_applied < prev->slots[i].c.events_applied)
+        return -1; /* the slot was reset meanwhile */
+    secs = (double)(snap->taken_ms - prev->taken_ms) / 1000.0;
+    return (double)(snap->slots[i].c.events_applied -
+                    prev->slots[i].c.events_applied) /
+           secs;
+}
+
+static void
+format_uptime(char *buf, size_t len, int64_t ms)
+{
+    int64_t s = ms / 1000;
+
+    if (ms < 0)
+        snprintf(buf, len, "-");
+    else if (s < 60)
+        snprintf(buf, len, "%" PRId64 "s", s);
+    else if (s < 3600)
+        snprintf(buf, len, "%" PRId64 "m%02" PRId64 "s", s / 60, s % 60);
+    else if (s < 86400)
+        snprintf(buf, len, "%" PRId64 "h%02" PRId64 "m", s / 3600,
+                 s % 3600 / 60);
+    else
+        snprintf(buf, len, "%" PRId64 "d%02" PRId64 "h", s / 86400,
+                 s % 86400 / 3600);
+}
+
+static void
+format_rate(char *buf, size_t len, double r)
+{
+    if (r < 0)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.0f", r);
+}
+
+void
+ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
+                const struct ctl_snapshot *prev, const struct ctl_group *grp)
+{
+    struct stats_counters total;
+    double total_rate = 0;
+    int have_rate = prev != NULL, running = 0;
+    char up[32], rate[32];
+
+    memset(&total, 0, sizeof(total));
+    format_uptime(up, sizeof(up), snap->taken_ms - snap->hdr.started_ms);
+    fprintf(out,
+            "sluiced pid %d, up %s, %s/%s, generation %u, %u workers "
+            "wanted\n",
+            (int)snap->hdr.supervisor_pid, up, snap->hdr.stream,
+            snap->hdr.group, (unsigned)snap->hdr.generation,
+            (unsigned)snap->hdr.workers_wanted);
+    fprintf(out, "%-24s %-9s %8s %9s %9s %12s %9s %7s %8s\n", "WORKER", "STATE",
+            "PID", "UPTIME", "EVENTS/S", "APPLIED", "DEAD", "ERRORS",
+            "RESTARTS");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        double r;
+
+        if (!ctl_slot_used(s))
+            continue;
+        counters_add(&total, &s->c);
+        r = slot_rate(snap, prev, i);
+        if (r >= 0)
+            total_rate += r;
+        if (!slot_listed(s))
+            continue;
+        if (s->state == WORKER_RUNNING || s->state == WORKER_BACKOFF ||
+            s->state == WORKER_DRAINING || s->state == WORKER_STARTING)
+            running++;
+        format_uptime(up, sizeof(up),
+                      s->state == WORKER_DEAD ? -1
+                                              : snap->taken_ms - s->started_ms);
+        format_rate(rate, sizeof(rate), r);
+        fprintf(out,
+                "%-24s %-9s %8d %9s %9s %12" PRIu64 " %9" PRIu64 " %7" PRIu64
+                " %8" PRIu64 "\n",
+                s->name, worker_state_name((enum worker_state)s->state),
+                (int)s->pid, up, rate, s->c.events_applied, s->c.dead_lettered,
+                s->c.redis_errors + s->c.pg_errors, s->c.restarts);
+        if (s->state == WORKER_DEAD || s->state == WORKER_BACKOFF)
+            if (s->last_error[0] != '\0')
+                fprintf(out, "  last error: %s\n", s->last_error);
+    }
+    format_rate(rate, sizeof(rate), have_rate ? total_rate : -1);
+    fprintf(out,
+            "%-24s %-9s %8s %9s %9s %12" PRIu64 " %9" PRIu64 " %7" PRIu64
+            " %8" PRIu64 "\n",
+            "total", "", "", "", rate, total.events_applied,
+            total.dead_lettered, total.redis_errors + total.pg_errors,
+            total.restarts);
+    (void)running;
+    if (grp == NULL)
+        return;
+    if (grp->have_group) {
+        char lag[32];
+
+        if (grp->gi.lag >= 0)
+            snprintf(lag, sizeof(lag), "%lld", grp->gi.lag);
+        else
+            snprintf(lag, sizeof(lag), "unknown");
+        fprintf(out,
+                "group %s: lag %s, pending %lld, stream length %lld, "
+                "%lld consumers\n",
+                snap->hdr.group, lag, grp->gi.pending, grp->gi.length,
+                grp->gi.consumers);
+    } else {
+        fprintf(out, "group %s: lag and pending unknown (%s)\n",
+                snap->hdr.group, grp->gi.error);
+    }
+}
+
+/* ---- JSON -------------------------------------------------------------- */
+
+static void
+json_counters(cJSON *obj, const struct stats_counters *c)
+{
+    cJSON_AddNumberToObject(obj, "entries_read", (double)c->entries_read);
+    cJSON_AddNumberToObject(obj, "events_applied", (double)c->events_applied);
+    cJSON_AddNumberToObject(obj, "dead_lettered", (double)c->dead_lettered);
+    cJSON_AddNumberToObject(obj, "batches_committed",
+                            (double)c->batches_committed);
+    cJSON_AddNumberToObject(obj, "batches_retried", (double)c->batches_retried);
+    cJSON_AddNumberToObject(obj, "entries_claimed", (double)c->entries_claimed);
+    cJSON_AddNumberToObject(obj, "acks", (double)c->acks);
+    cJSON_AddNumberToObject(obj, "redis_errors", (double)c->redis_errors);
+    cJSON_AddNumberToObject(obj, "pg_errors", (double)c->pg_errors);
+    cJSON_AddNumberToObject(obj, "restarts", (double)c->restarts);
+}
+
+int
+ctl_print_json(FILE *out, const struct ctl_snapshot *snap,
+               const char *segment_name, const struct ctl_group *grp)
+{
+    cJSON *root, *sup, *workers, *total, *group;
+    struct stats_counters sum;
+    char *text;
+
+    memset(&sum, 0, sizeof(sum));
+    if ((root = cJSON_CreateObject()) == NULL)
+        return -1;
+    sup = cJSON_AddObjectToObject(root, "supervisor");
+    cJSON_AddNumberToObject(sup, "pid", snap->hdr.supervisor_pid);
+    cJSON_AddNumberToObject(sup, "started_ms", (double)snap->hdr.started_ms);
+    cJSON_AddNumberToObject(sup, "generation", snap->hdr.generation);
+    cJSON_AddNumberToObject(sup, "workers_wanted", snap->hdr.workers_wanted);
+    cJSON_AddStringToObject(sup, "stream", snap->hdr.stream);
+    cJSON_AddStringToObject(sup, "group", snap->hdr.group);
+    cJSON_AddStringToObject(sup, "redis_url", snap->hdr.redis_url);
+    cJSON_AddStringToObject(sup, "segment", segment_name);
+    cJSON_AddNumberToObject(root, "taken_ms", (double)snap->taken_ms);
+
+    workers = cJSON_AddArrayToObject(root, "workers");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        cJSON *w, *lat, *hist;
+
+        if (!ctl_slot_used(s))
+            continue;
+        counters_add(&sum, &s->c);
+        w = cJSON_CreateObject();
+        cJSON_AddItemToArray(workers, w);
+        cJSON_AddStringToObject(w, "name", s->name);
+        cJSON_AddNumberToObject(w, "slot", i);
+        cJSON_AddStringToObject(
+            w, "state",
+            s->state == WORKER_EMPTY
+                ? "retired"
+                : worker_state_name((enum worker_state)s->state));
+        cJSON_AddNumberToObject(w, "pid", s->pid);
+        cJSON_AddNumberToObject(w, "started_ms", (double)s->started_ms);
+        cJSON_AddNumberToObject(w, "heartbeat_ms", (double)s->heartbeat_ms);
+        cJSON_AddNumberToObject(w, "last_batch_size", s->last_batch_size);
+        cJSON_AddNumberToObject(w, "last_batch_us", (double)s->last_batch_us);
+        json_counters(w, &s->c);
+        lat = cJSON_AddObjectToObject(w, "latency_ms");
+        cJSON_AddNumberToObject(
+            lat, "p50", (double)stats_hist_quantile(s->latency_hist, 0.5));
+        cJSON_AddNumberToObject(
+            lat, "p90", (double)stats_hist_quantile(s->latency_hist, 0.9));
+        cJSON_AddNumberToObject(
+            lat, "p99", (double)stats_hist_quantile(s->latency_hist, 0.99));
+        cJSON_AddNumberToObject(lat, "sum", (double)s->latency_sum_ms);
+        hist = cJSON_AddArrayToObject(lat, "histogram");
+        for (unsigned b = 0; b < STATS_HIST_BUCKETS; b++)
+            cJSON_AddItemToArray(
+                hist, cJSON_CreateNumber((double)s->latency_hist[b]));
+        if (s->last_error[0] != '\0') {
+            cJSON_AddStringToObject(w, "last_error", s->last_error);
+            cJSON_AddNumberToObject(w, "last_error_ms",
+                                    (double)s->last_error_ms);
+        } else {
+            cJSON_AddNullToObject(w, "last_error");
+        }
+    }
+    total = cJSON_AddObjectToObject(root, "total");
+    json_counters(total, &sum);
+
+    if (grp != NULL) {
+        group = cJSON_AddObjectToObject(root, "group");
+        if (grp->have_group) {
+            cJSON_AddNumberToObject(group, "length", (double)grp->gi.length);
+            cJSON_AddNumberToObject(group, "pending", (double)grp->gi.pending);
+            if (grp->gi.lag >= 0)
+                cJSON_AddNumberToObject(group, "lag", (double)grp->gi.lag);
+            else
+                cJSON_AddNullToObject(group, "lag");
+            cJSON_AddNumberToObject(group, "consumers",
+                                    (double)grp->gi.consumers);
+        } else {
+            cJSON_AddStringToObject(group, "error", grp->gi.error);
+        }
+    }
+    text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (text == NULL)
+        return -1;
+    fprintf(out, "%s\n", text);
+    free(text);
+    return 0;
+}
+
+/* ---- Prometheus ------------------------------------------------------- */
+
+/* A label value with \, " and newline escaped, into buf. */
+static const char *
+prom_escape(const char *in, char *buf, size_t len)
+{
+    size_t o = 0;
+
+    for (; *in != '\0' && o + 3 < len; in++) {
+        if (*in == '\\' || *in == '"') {
+            buf[o++] = '\\';
+            buf[o++] = *in;
+        } else if (*in == '\n') {
+            buf[o++] = '\\';
+            buf[o++] = 'n';
+        } else {
+            buf[o++] = *in;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+struct prom_counter {
+    const char *name;
+    const char *help;
+    size_t offset; /* in struct stats_counters */
+};
+
+#define COUNTER(field, help)                                                   \
+    {                                                                          \
+        "sluice_" #field "_total", help,                                       \
+            offsetof(struct stats_counters, field)                             \
+    }
+
+static const struct prom_counter prom_counters[] = {
+    COUNTER(entries_read, "Stream entries delivered to the worker."),
+    COUNTER(events_applied, "Stream entries committed to PostgreSQL."),
+    COUNTER(dead_lettered, "Entries moved to the dead-letter stream."),
+    COUNTER(batches_committed, "Batches committed to PostgreSQL."),
+    COUNTER(batches_retried, "Batches applied again after a transient "
+                             "failure."),
+    COUNTER(entries_claimed, "Entries taken over with XAUTOCLAIM."),
+    COUNTER(acks, "Entries acknowledged with XACK."),
+    COUNTER(redis_errors, "Redis errors seen by the worker."),
+    COUNTER(pg_errors, "PostgreSQL errors seen by the worker."),
+    COUNTER(restarts, "Restarts of the worker by the supervisor."),
+};
+
+void
+ctl_print_prometheus(FILE *out, const struct ctl_snapshot *snap,
+                     const struct ctl_group *grp)
+{
+    char w[STATS_NAME_MAX * 2 + 1];
+    double now_s = (double)snap->taken_ms / 1000.0;
+
+    for (size_t k = 0; k < sizeof(prom_counters) / sizeof(prom_counters[0]);
+         k++) {
+        const struct prom_counter *pc = &prom_counters[k];
+
+        fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", pc->name, pc->help,
+                pc->name);
+        for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+            const struct stats_slot *s = &snap->slots[i];
+            uint64_t v;
+
+            if (!ctl_slot_used(s))
+                continue;
+            memcpy(&v, (const char *)&s->c + pc->offset, sizeof(v));
+            fprintf(out, "%s{worker=\"%s\"} %" PRIu64 "\n", pc->name,
+                    prom_escape(s->name, w, sizeof(w)), v);
+        }
+    }
+
+    fprintf(out, "# HELP sluice_worker_up 1 when the worker process runs "
+                 "(starting, running, draining or backing off).\n"
+                 "# TYPE sluice_worker_up gauge\n");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        if (!slot_listed(s))
+            continue;
+        fprintf(out, "sluice_worker_up{worker=\"%s\"} %d\n",
+                prom_escape(s->name, w, sizeof(w)),
+                s->state != WORKER_DEAD ? 1 : 0);
+    }
+
+    fprintf(out, "# HELP sluice_worker_state The worker's state (1 for the "
+                 "current one).\n"
+                 "# TYPE sluice_worker_state gauge\n");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        if (!slot_listed(s))
+            continue;
+        prom_escape(s->name, w, sizeof(w));
+        for (int st = WORKER_STARTING; st < WORKER_STATE_COUNT; st++)
+            fprintf(out, "sluice_worker_state{worker=\"%s\",state=\"%s\"} %d\n",
+                    w, worker_state_name((enum worker_state)st),
+                    (int)s->state == st);
+    }
+
+    fprintf(out, "# HELP sluice_worker_heartbeat_age_seconds Time since the "
+                 "worker's last heartbeat.\n"
+                 "# TYPE sluice_worker_heartbeat_age_seconds gauge\n");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        if (!slot_listed(s) || s->heartbeat_ms == 0)
+            continue;
+        fprintf(out,
+                "sluice_worker_heartbeat_age_seconds{worker=\"%s\"} "
+                "%.3f\n",
+                prom_escape(s->name, w, sizeof(w)),
+                now_s - (double)s->heartbeat_ms / 1000.0);
+    }
+
+    fprintf(out, "# HELP sluice_worker_start_time_seconds When the worker "
+                 "process started (Unix time).\n"
+                 "# TYPE sluice_worker_start_time_seconds gauge\n");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        if (!slot_listed(s) || s->started_ms == 0)
+            continue;
+        fprintf(out, "sluice_worker_start_time_seconds{worker=\"%s\"} %.3f\n",
+                prom_escape(s->name, w, sizeof(w)),
+                (double)s->started_ms / 1000.0);
+    }
+
+    fprintf(out, "# HELP sluice_last_batch_size Entries in the worker's last "
+                 "batch.\n# TYPE sluice_last_batch_size gauge\n");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        if (!slot_listed(s))
+            continue;
+        fprintf(out, "sluice_last_batch_size{worker=\"%s\"} %u\n",
+                prom_escape(s->name, w, sizeof(w)), s->last_batch_size);
+    }
+
+    fprintf(out, "# HELP sluice_commit_latency_seconds Time from the stream "
+                 "entry's ID to the commit of its batch.\n"
+                 "# TYPE sluice_commit_latency_seconds histogram\n");
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        uint64_t cum = 0;
+
+        if (!ctl_slot_used(s))
+            continue;
+        prom_escape(s->name, w, sizeof(w));
+        for (unsigned b = 0; b < STATS_HIST_BUCKETS; b++) {
+            cum += s->latency_hist[b];
+            if (b == STATS_HIST_BUCKETS - 1)
+                fprintf(out,
+                        "sluice_commit_latency_seconds_bucket{worker=\"%s\","
+                        "le=\"+Inf\"} %" PRIu64 "\n",
+                        w, cum);
+            else
+                fprintf(out,
+                        "sluice_commit_latency_seconds_bucket{worker=\"%s\","
+                        "le=\"%g\"} %" PRIu64 "\n",
+                        w, (double)stats_hist_bucket_upper_ms(b) / 1000.0, cum);
+        }
+        fprintf(out,
+                "sluice_commit_latency_seconds_sum{worker=\"%s\"} %.3f\n"
+                "sluice_commit_latency_seconds_count{worker=\"%s\"} %" PRIu64
+                "\n",
+                w, (double)s->latency_sum_ms / 1000.0, w, cum);
+    }
+
+    fprintf(out,
+            "# HELP sluice_supervisor_start_time_seconds When sluiced "
+            "started (Unix time).\n"
+            "# TYPE sluice_supervisor_start_time_seconds gauge\n"
+            "sluice_supervisor_start_time_seconds %.3f\n",
+            (double)snap->hdr.started_ms / 1000.0);
+    fprintf(out,
+            "# HELP sluice_config_generation Reloads since sluiced "
+            "started.\n# TYPE sluice_config_generation gauge\n"
+            "sluice_config_generation %u\n",
+            (unsigned)snap->hdr.generation);
+    fprintf(out,
+            "# HELP sluice_workers_wanted Worker processes sluiced "
+            "keeps running.\n# TYPE sluice_workers_wanted gauge\n"
+            "sluice_workers_wanted %u\n",
+            (unsigned)snap->hdr.workers_wanted);
+
+    if (grp != NULL && grp->have_group) {
+        fprintf(out,
+                "# HELP sluice_group_pending Entries delivered to the "
+                "group and not yet acknowledged.\n"
+                "# TYPE sluice_group_pending gauge\n"
+                "sluice_group_pending %lld\n",
+                grp->gi.pending);
+        if (grp->gi.lag >= 0)
+            fprintf(out,
+                    "# HELP sluice_group_lag Stream entries not yet "
+                    "delivered to the group.\n"
+                    "# TYPE sluice_group_lag gauge\n"
+                    "sluice_group_lag %lld\n",
+                    grp->gi.lag);
+        fprintf(out,
+                "# HELP sluice_stream_length Entries in the stream "
+                "(XLEN).\n# TYPE sluice_stream_length gauge\n"
+                "sluice_stream_length %lld\n",
+                grp->gi.length);
+    }
+    fprintf(out,
+            "# HELP sluice_group_up 1 when Redis answered the group "
+            "query.\n# TYPE sluice_group_up gauge\n"
+            "sluice_group_up %d\n",
+            grp != NULL && grp->have_group ? 1 : 0);
+}
