@@ -351,28 +351,39 @@ stats_slot_write_end(struct stats_slot *slot)
 
 /*
  * Copy slot into out consistently: retry while a write is in progress or
- * happened during the copy. Can't fail (a writer that died mid-update
- * leaves an odd count; after a bounded number of tries the last copy is
- * returned rather than spinning forever).
+ * happened during the copy. Can't fail. A writer that died mid-update
+ * leaves an odd count that never moves again: when the same odd count
+ * has been seen for STUCK_WRITER_MS, the copy is returned as it is rather
+ * than spinning forever (a live writer moves the count far sooner).
  */
+#define STUCK_WRITER_MS 500
+
 void
 stats_slot_read(const struct stats_slot *slot, struct stats_slot *out)
 {
-    uint32_t before, after;
+    uint32_t before, after, stuck_count = 0;
+    int64_t stuck_since = 0;
 
-    for (int tries = 0;; tries++) {
+    for (;;) {
         before = atomic_load_explicit(&slot->changecount, memory_order_acquire);
-        if ((before & 1) == 0 || tries > 100000) {
+        if ((before & 1) == 0) {
             memcpy(out, (const void *)slot, sizeof(*out));
             atomic_thread_fence(memory_order_acquire);
             after =
                 atomic_load_explicit(&slot->changecount, memory_order_relaxed);
-            if ((before == after && (before & 1) == 0) || tries > 100000)
+            if (before == after)
                 break;
+        } else if (stuck_since == 0 || before != stuck_count) {
+            stuck_count = before;
+            stuck_since = stats_now_ms();
+        } else if (stats_now_ms() - stuck_since > STUCK_WRITER_MS) {
+            memcpy(out, (const void *)slot, sizeof(*out));
+            break;
         }
         sched_yield();
     }
-    atomic_store_explicit(&out->changecount, before, memory_order_relaxed);
+    atomic_store_explicit(&out->changecount, before & ~1u,
+                          memory_order_relaxed);
 }
 
 /* Bucket of a latency: the smallest i with latency < 2^i ms, the last

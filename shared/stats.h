@@ -143,7 +143,9 @@ void stats_slot_write_end(struct stats_slot *slot);
 void stats_slot_recover(struct stats_slot *slot);
 
 /* Reader side: a consistent copy of slot into out. Can't fail; spins
- * (with sched_yield) while a writer is mid-update. */
+ * (with sched_yield) while a writer is mid-update. A writer that died
+ * mid-update (the count stays odd for 0.5 s) gets its slot returned as
+ * it is. */
 void stats_slot_read(const struct stats_slot *slot, struct stats_slot *out);
 
 /* Record one commit latency in ms into the histogram and latency_sum_ms
