@@ -3,6 +3,7 @@
  */
 #include <string.h>
 
+#include "shared/pg_conn.h"
 #include "worker/sink.h"
 
 extern const struct sink_type sink_raw_type;
@@ -30,4 +31,17 @@ stream_entry_field(const struct stream_entry *e, const char *name)
             memcmp(e->fields[i].name, name, len) == 0)
             return &e->fields[i];
     return NULL;
+}
+
+enum sink_result
+sink_result_of_pg(PGconn *conn, const PGresult *res, char *err, size_t errlen)
+{
+    switch (pg_fault_of(conn, res, err, errlen)) {
+    case PG_FAULT_NONE:
+        return SINK_OK;
+    case PG_FAULT_DATA:
+        return SINK_DATA_ERROR;
+    default:
+        return SINK_RETRY;
+    }
 }

@@ -46,8 +46,8 @@ struct stream_field {
 /* One stream entry as the worker read it. The fields stay valid until the
  * batch is done; sink_state belongs to the sink. */
 struct stream_entry {
-    char id[48];      /* "1700000000000-0" */
-    uint64_t id_ms;   /* the two halves of the ID */
+    char id[48];    /* "1700000000000-0" */
+    uint64_t id_ms; /* the two halves of the ID */
     uint64_t id_seq;
     size_t nfields;
     struct stream_field *fields;
@@ -76,18 +76,22 @@ struct sink_type {
     const char *ddl;
     /* Once per connection (after every reconnect): prepare statements,
      * set session options. Returns SINK_OK or SINK_RETRY. */
-    enum sink_result (*on_connect)(struct sink *sink, PGconn *conn,
-                                   char *err, size_t errlen);
+    enum sink_result (*on_connect)(struct sink *sink, PGconn *conn, char *err,
+                                   size_t errlen);
     /* Decode one entry. 0, or -1 with a reason in reason (the entry is
      * dead-lettered and never reaches apply). */
-    int (*prepare)(struct sink *sink, struct stream_entry *entry,
-                   char *reason, size_t reasonlen);
+    int (*prepare)(struct sink *sink, struct stream_entry *entry, char *reason,
+                   size_t reasonlen);
     /* Write entries inside the open transaction. err gets PostgreSQL's
      * message on failure. */
     enum sink_result (*apply)(struct sink *sink, PGconn *conn,
                               struct stream_entry *const *entries, size_t n,
                               char *err, size_t errlen);
     void (*release)(struct sink *sink, struct stream_entry *entry);
+    /* Optional (NULL: use ddl as it is): the DDL for this sink's
+     * configuration, when it depends on settings (the raw sink's table
+     * name). The text belongs to the sink. */
+    const char *(*ddl_for)(struct sink *sink);
 };
 
 struct sink {
@@ -96,6 +100,15 @@ struct sink {
 
 /* Look a sink type up by name ("raw", "atproto"); NULL if unknown. */
 const struct sink_type *sink_type_find(const char *name);
+
+/*
+ * What a PostgreSQL result means for apply(): SINK_OK for success,
+ * SINK_DATA_ERROR when the data was refused (SQLSTATE classes 22, 23, 54),
+ * SINK_RETRY for everything else (see shared/pg_conn.h). On failure err
+ * gets PostgreSQL's message, SQLSTATE first.
+ */
+enum sink_result sink_result_of_pg(PGconn *conn, const PGresult *res, char *err,
+                                   size_t errlen);
 
 /* Find a field by name; NULL when absent. */
 const struct stream_field *stream_entry_field(const struct stream_entry *e,
