@@ -62,12 +62,12 @@ stats_now_ms(void)
 }
 
 /*
- * The start time of process pid in ms since the epoch, from
- * /proc/pid/stat and the boot time; -1 when it can't be read (no /proc,
- * process gone).
+ * From /proc/pid/stat: the process state letter into *state and its start
+ * time in ms since the epoch into *start_ms. Returns 0, or -1 when it
+ * can't be read (no /proc, process gone).
  */
-static int64_t
-process_start_ms(pid_t pid)
+static int
+process_stat(pid_t pid, char *state, int64_t *start_ms)
 {
     char path[64], buf[1024];
     FILE *f;
@@ -84,9 +84,10 @@ process_start_ms(pid_t pid)
     fclose(f);
     buf[n] = '\0';
     /* The command name may contain spaces and parentheses: skip to the
-     * last ')', then field 22 (starttime) is the 20th after it. */
-    if ((p = strrchr(buf, ')')) == NULL)
+     * last ')'; then field 3 is the state, field 22 the start time. */
+    if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ')
         return -1;
+    *state = p[2];
     p++;
     for (int field = 3; field < 22; field++) {
         p = strchr(p + 1, ' ');
@@ -101,28 +102,42 @@ process_start_ms(pid_t pid)
     clock_gettime(CLOCK_BOOTTIME, &now_boot);
     int64_t boot_ms = ((int64_t)now_rt.tv_sec - now_boot.tv_sec) * 1000 +
                       (now_rt.tv_nsec - now_boot.tv_nsec) / 1000000;
-    return boot_ms + (int64_t)(start_ticks * 1000 / (unsigned long long)hz);
+    *start_ms =
+        boot_ms + (int64_t)(start_ticks * 1000 / (unsigned long long)hz);
+    return 0;
 }
 
 /*
  * 1 when the supervisor that wrote a header with (pid, started_ms) still
- * runs: the pid exists and its process started no later than the segment
- * was created (a reused pid belongs to a younger process). Can't fail.
+ * runs: the pid exists, is no zombie, and its process started no later
+ * than the segment was created (a reused pid belongs to a younger
+ * process). 0 for our own pid. Can't fail.
  */
 static int
 supervisor_alive(pid_t pid, int64_t started_ms)
 {
     int64_t pstart;
+    char state;
 
     if (pid <= 0 || pid == getpid())
         return 0;
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return 0;
-    pstart = process_start_ms(pid);
+    if (process_stat(pid, &state, &pstart) < 0)
+        return 1; /* no /proc: trust kill() */
+    /* A killed supervisor its parent has not reaped yet. */
+    if (state == 'Z' || state == 'X')
+        return 0;
     /* 2 s of slack for clock granularity and a slow start. */
-    if (pstart >= 0 && started_ms > 0 && pstart > started_ms + 2000)
+    if (started_ms > 0 && pstart > started_ms + 2000)
         return 0;
     return 1;
+}
+
+int
+stats_supervisor_alive(const struct stats_header *hdr)
+{
+    return supervisor_alive((pid_t)hdr->supervisor_pid, hdr->started_ms);
 }
 
 /*

@@ -126,6 +126,11 @@ enum stats_open_result stats_open(const char *name,
 void stats_close(const struct stats_segment *seg);
 void stats_remove(struct stats_segment *seg, const char *name);
 
+/* 1 when the supervisor named in hdr still runs (a live, non-zombie
+ * process that is not younger than the segment); 0 for the caller's own
+ * pid. Can't fail. */
+int stats_supervisor_alive(const struct stats_header *hdr);
+
 /* Layout version of the segment `name` (magic checked, nothing else);
  * 0 when it can't be read. Lets sluicectl say which version it found. */
 uint32_t stats_peek_version(const char *name);

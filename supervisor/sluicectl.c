@@ -153,7 +153,7 @@ supervisor_pid(const struct ctl *ctl)
 {
     pid_t pid = (pid_t)ctl->seg->hdr.supervisor_pid;
 
-    if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH)) {
+    if (!stats_supervisor_alive(&ctl->seg->hdr)) {
         fprintf(stderr,
                 "sluicectl: sluiced is not running (stats segment %s is "
                 "left over from pid %d)\n",
@@ -246,8 +246,7 @@ cmd_top(struct ctl *ctl)
         if (tty)
             fputs("(q to quit)\n", stdout);
         fflush(stdout);
-        if (snaps[cur].hdr.magic == 0 ||
-            kill(snaps[cur].hdr.supervisor_pid, 0) < 0) {
+        if (!stats_supervisor_alive(&snaps[cur].hdr)) {
             fprintf(stderr, "sluicectl: sluiced (pid %d) has exited\n",
                     (int)snaps[cur].hdr.supervisor_pid);
             break;
@@ -346,7 +345,7 @@ cmd_stop(struct ctl *ctl)
         return rc;
     for (int64_t until = stats_now_ms() + wait_ms;
          stats_now_ms() < until && !got_interrupt; nap(50))
-        if (kill(pid, 0) < 0 && errno == ESRCH) {
+        if (!stats_supervisor_alive(&ctl->seg->hdr)) {
             printf("sluiced (pid %d) stopped\n", (int)pid);
             return 0;
         }

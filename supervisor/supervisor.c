@@ -536,10 +536,21 @@ reload(struct supervisor *sv)
 static void
 rolling_restart_step(struct supervisor *sv)
 {
+    int64_t now = stats_now_ms();
+    struct stats_slot copy;
+
     for (int i = 0; i < sv->wanted; i++) {
         struct child *c = &sv->kids[i];
         if (c->pid > 0 && c->term_sent_ms != 0)
             return; /* one is on its way out: wait for it */
+        if (c->pid == 0 && c->restart_at != 0 && !c->config_refused)
+            return; /* one is about to start */
+        if (c->pid > 0 && c->config_gen == sv->config_gen &&
+            now - c->started_ms < sv->cfg->worker_timeout_ms) {
+            stats_slot_read(&sv->seg->slots[i], &copy);
+            if (copy.state == WORKER_STARTING)
+                return; /* the last one restarted is not consuming yet */
+        }
     }
     for (int i = 0; i < sv->wanted; i++) {
         struct child *c = &sv->kids[i];
