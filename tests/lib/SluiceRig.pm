@@ -462,3 +462,72 @@ END {
 }
 
 1;
+
+# ---- Redis replies as Perl data (worker tests) --------------------------
+
+# Send one command over a fresh connection and return the reply as Perl
+# data: strings as byte strings (binary-safe), integers as numbers, arrays
+# as array refs, nil as undef, an error reply as { error => text }.
+sub redis_resp {
+    my ($self, @args) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $self->{redis_port}, Proto => 'tcp')
+      or croak "redis_resp: $!";
+    binmode $s;
+    my $cmd = '*' . scalar(@args) . "\r\n";
+    for my $w (@args) {
+        my $b = $w;
+        utf8::encode($b) if utf8::is_utf8($b);
+        $cmd .= '$' . length($b) . "\r\n$b\r\n";
+    }
+    print $s $cmd;
+    my $r = _resp_read($s);
+    close $s;
+    return $r;
+}
+
+sub _resp_read {
+    my ($s) = @_;
+    my $line = <$s>;
+    croak 'redis_resp: connection closed' unless defined $line;
+    $line =~ s/\r\n\z//;
+    my ($t, $v) = (substr($line, 0, 1), substr($line, 1));
+    return $v if $t eq '+';
+    return { error => $v } if $t eq '-';
+    return 0 + $v if $t eq ':';
+    if ($t eq '$') {
+        return undef if $v < 0;
+        my $buf = '';
+        while (length($buf) < $v + 2) {
+            read($s, $buf, $v + 2 - length($buf), length($buf))
+              or croak 'redis_resp: short read';
+        }
+        return substr($buf, 0, $v);
+    }
+    if ($t eq '*') {
+        return undef if $v < 0;
+        return [map { _resp_read($s) } 1 .. $v];
+    }
+    croak "redis_resp: unexpected reply '$line'";
+}
+
+# The XINFO GROUPS figures of one group as a hash ref (name, consumers,
+# pending, last-delivered-id, entries-read, lag), or undef.
+sub group_info {
+    my ($self, $stream, $group) = @_;
+    my $r = $self->redis_resp('XINFO', 'GROUPS', $stream);
+    return undef unless ref $r eq 'ARRAY';
+    for my $g (@$r) {
+        my %h = @$g;
+        return \%h if $h{name} eq $group;
+    }
+    return undef;
+}
+
+# The entries of a stream (XRANGE - +) as a list of [id, {field => value}].
+sub stream_entries {
+    my ($self, $stream) = @_;
+    my $r = $self->redis_resp('XRANGE', $stream, '-', '+');
+    return () unless ref $r eq 'ARRAY';
+    return map { [$_->[0], {@{ $_->[1] }}] } @$r;
+}
