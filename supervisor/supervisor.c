@@ -84,7 +84,8 @@ struct supervisor {
     int wanted;      /* workers that should run */
     int max_workers; /* min(STATS_MAX_SLOTS, db_pool_size) */
     struct child kids[STATS_MAX_SLOTS];
-    int shutting_down; /* TERM/INT received */
+    int rollout_halted; /* a worker refused the reloaded settings */
+    int shutting_down;  /* TERM/INT received */
     int64_t shutdown_deadline;
     int64_t next_stats_ms;
     uint64_t last_applied; /* for the rate */
@@ -316,6 +317,17 @@ describe_status(int status, char *buf, size_t len)
     return buf;
 }
 
+static int
+running_count(const struct supervisor *sv)
+{
+    int n = 0;
+
+    for (int i = 0; i < STATS_MAX_SLOTS; i++)
+        if (sv->kids[i].pid > 0)
+            n++;
+    return n;
+}
+
 /*
  * A worker ended: write its slot (it is ours again), log how, and decide
  * whether and when it comes back.
@@ -362,6 +374,18 @@ child_reaped(struct supervisor *sv, struct child *c, int status)
     if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CONFIG) {
         c->config_refused = 1;
         c->restart_at = 0;
+        if (!sv->rollout_halted && running_count(sv) > 0 &&
+            c->config_gen == sv->config_gen && sv->config_gen > 0) {
+            /* The new configuration is refused: keep the workers that
+             * still run the previous one instead of stopping them too. */
+            sv->rollout_halted = 1;
+            log_error("worker %s %s: it refuses the reloaded "
+                      "configuration; the rollout stops here and the other "
+                      "workers keep the previous configuration until the "
+                      "next reload",
+                      c->name, how);
+            return;
+        }
         log_error("worker %s %s: it refuses the configuration; not "
                   "restarting it until the configuration is reloaded "
                   "(SIGHUP)",
@@ -403,17 +427,6 @@ reap_children(struct supervisor *sv)
         if (c != NULL)
             child_reaped(sv, c, status);
     }
-}
-
-static int
-running_count(const struct supervisor *sv)
-{
-    int n = 0;
-
-    for (int i = 0; i < STATS_MAX_SLOTS; i++)
-        if (sv->kids[i].pid > 0)
-            n++;
-    return n;
 }
 
 /* Bound the wanted count by the slots and the connection cap. */
@@ -504,6 +517,7 @@ reload(struct supervisor *sv)
     int count_changed = next.parallel_consumers != sv->cfg->parallel_consumers;
 
     *sv->cfg = next;
+    sv->rollout_halted = 0;
     sv->max_workers = compute_max_workers(sv->cfg);
     atomic_fetch_add(&sv->seg->hdr.generation, 1);
     /* A reload gives refused workers another chance. */
@@ -539,6 +553,8 @@ rolling_restart_step(struct supervisor *sv)
     int64_t now = stats_now_ms();
     struct stats_slot copy;
 
+    if (sv->rollout_halted)
+        return;
     for (int i = 0; i < sv->wanted; i++) {
         struct child *c = &sv->kids[i];
         if (c->pid > 0 && c->term_sent_ms != 0)
