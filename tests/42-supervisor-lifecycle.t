@@ -1,0 +1,205 @@
+#!/usr/bin/perl
+# The supervisor's life: TERM under load commits and acks everything that
+# was read and exits 0 within shutdown_timeout; the pidfile keeps a second
+# sluiced out; kill -9 of the supervisor makes the workers finish and exit,
+# and a new supervisor starts over the stale segment and pidfile; -d
+# detaches; workers that all refuse the configuration make sluiced exit
+# 78; `user` drops privileges; QUIT stops at once.
+use strict;
+use warnings;
+use lib 'tests/lib';
+use SluiceRig;
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+my $rig = SluiceRig->new;
+my $stream = 'firehose:events';
+my $group = 'firehose-processors';
+my $shm = "/sluice-t42-$$";
+my $pidfile = $rig->dir . '/sluiced.pid';
+my %base = (
+    sink               => 'raw',
+    parallel_consumers => 3,
+    batch_size         => 200,
+    worker_timeout     => '10s',
+    restart_delay      => '200ms',
+    restart_delay_max  => '2s',
+    shutdown_timeout   => '15s',
+    stats_interval     => '1s',
+    stats_name         => $shm,
+    pidfile            => $pidfile,
+);
+my $conf = $rig->write_config(%base);
+my $r = $rig->run($rig->bin('sluiced'), '-c', $conf, '--init-schema');
+is($r->[0], 0, 'schema applied') or diag($r->[1]);
+
+sub title {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/cmdline" or return '';
+    local $/;
+    my $t = <$fh> // '';
+    $t =~ s/\0+$//;
+    $t =~ s/\0/ /g;
+    return $t;
+}
+
+# Live (non-zombie) processes whose title starts with $prefix, as
+# { pid => [ppid, uid] }.
+sub procs_titled {
+    my ($prefix) = @_;
+    my %p;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $s = <$fh> // next;
+        my ($pid, $rest) = $s =~ /^(\d+) \(.*\) (.*)$/ or next;
+        my ($state, $pp) = split ' ', $rest;
+        next if $state eq 'Z';
+        next unless index(title($pid), $prefix) == 0;
+        my $uid = (stat "/proc/$pid")[4];
+        $p{$pid} = [$pp, $uid];
+    }
+    return \%p;
+}
+
+sub workers_of {
+    my ($ppid) = @_;
+    my $p = procs_titled('sluiced: worker ');
+    return grep { $p->{$_}[0] == $ppid } keys %$p;
+}
+
+my $next_seq = 1;
+sub add_entries {
+    my ($n) = @_;
+    $rig->redis_batch(map {
+        my $i = $next_seq++;
+        ['XADD', $stream, '*', 'type', 'commit',
+         'data', qq({"repo":"did:plc:l$i","ops":[]}), 'seq', $i]
+    } 1 .. $n);
+}
+
+sub rows { $rig->psql('select count(*) from events') }
+sub group { $rig->group_info($stream, $group) }
+
+sub read_pidfile {
+    open my $fh, '<', $pidfile or return 0;
+    my $p = <$fh> // 0;
+    chomp $p;
+    return $p;
+}
+
+# ---- TERM under load ------------------------------------------------------------
+
+my $sup = $rig->spawn('sluiced', $rig->bin('sluiced'), '-c', $conf);
+ok($rig->wait_until(sub { workers_of($sup) == 3 }, 30), 'three workers');
+is(read_pidfile(), $sup, 'the pidfile holds the supervisor pid');
+
+# A second supervisor on the same pidfile refuses to start.
+$r = $rig->run($rig->bin('sluiced'), '-c', $conf);
+is($r->[0], 75, 'a second sluiced on the same pidfile exits 75');
+like($r->[1], qr/another sluiced \(pid $sup\) is running with pidfile \Q$pidfile\E/,
+    'and says which one holds it');
+# Another pidfile, same stream and group: the segment keeps it out.
+$r = $rig->run($rig->bin('sluiced'), '-c', $conf, '-s',
+    'pidfile=' . $rig->dir . '/other.pid');
+is($r->[0], 75, 'a second sluiced for the same segment exits 75');
+like($r->[1], qr/stats segment \Q$shm\E belongs to a running sluiced/,
+    'and says why');
+
+add_entries(20000);
+ok($rig->wait_until(sub { rows() > 500 }, 60), 'consuming');
+kill 'TERM', $sup;
+my $st = $rig->wait_exit($sup, 60);
+is($st, 0, 'exit status 0 after SIGTERM under load');
+unlike($rig->log_text('sluiced'), qr/shutdown_timeout .* passed|still running: SIGKILL/,
+    'every worker stopped by itself within shutdown_timeout (none killed)');
+like($rig->log_text('sluiced'), qr/stopping: SIGTERM to 3 workers/,
+    'the supervisor passed SIGTERM to its workers');
+my $g = group();
+is($g->{pending}, 0, 'nothing left pending: every entry read was acked');
+is(rows(), $g->{'entries-read'},
+    'every entry the group delivered is committed (rows == entries-read)');
+ok(!-e $pidfile, 'the pidfile is removed');
+ok(!-e "/dev/shm$shm", 'the stats segment is removed');
+is(scalar(keys %{ procs_titled('sluiced: worker ') }), 0, 'no worker left');
+
+# ---- kill -9 of the supervisor -----------------------------------------------------
+
+$sup = $rig->spawn('sluiced2', $rig->bin('sluiced'), '-c', $conf);
+ok($rig->wait_until(sub { workers_of($sup) == 3 }, 30), 'restarted: three workers');
+my @orphans = workers_of($sup);
+kill 'KILL', $sup;
+$rig->wait_exit($sup, 10);
+ok($rig->wait_until(sub { !grep { kill 0, $_ } @orphans }, 30),
+    'the workers of a killed supervisor exit');
+like($rig->log_text('sluiced2'), qr/worker test-\d stopped/,
+    'they stop gracefully');
+ok(-e "/dev/shm$shm", 'the killed supervisor left its segment');
+ok(-e $pidfile, 'and its pidfile');
+
+$sup = $rig->spawn('sluiced3', $rig->bin('sluiced'), '-c', $conf);
+ok($rig->wait_until(sub { workers_of($sup) == 3 }, 30),
+    'a new supervisor starts over the stale segment and pidfile');
+is(read_pidfile(), $sup, 'the pidfile names the new supervisor');
+ok($rig->wait_until(sub { rows() == 20000 && group()->{pending} == 0 }, 180),
+    'all 20000 entries applied once, none pending')
+  or diag('rows ' . rows() . ', pending ' . group()->{pending});
+
+# ---- QUIT -----------------------------------------------------------------------------
+
+kill 'QUIT', $sup;
+$st = $rig->wait_exit($sup, 30);
+is($st, 0, 'SIGQUIT: sluiced exits at once with 0');
+is(scalar(keys %{ procs_titled('sluiced: worker ') }), 0, 'no worker left after QUIT');
+
+# ---- -d -------------------------------------------------------------------------------
+
+my $logfile = $rig->dir . '/daemon.log';
+$r = $rig->run($rig->bin('sluiced'), '-d', '-c', $conf, '-s', "log_target=$logfile");
+is($r->[0], 0, 'sluiced -d returns 0 in the foreground') or diag($r->[1]);
+my $dpid;
+ok($rig->wait_until(sub { $dpid = read_pidfile(); $dpid && kill 0, $dpid }, 20),
+    'the daemon wrote its pidfile');
+# Let the rig's watchdog kill the daemon too if this test dies.
+$rig->_pidfile_note('daemon', $dpid) if $dpid && $rig->can('_pidfile_note');
+ok($rig->wait_until(sub { workers_of($dpid) == 3 }, 30), 'the daemon runs three workers');
+isnt(getppid(), $dpid, 'the daemon is not our child');
+kill 'TERM', $dpid;
+ok($rig->wait_until(sub { !kill(0, $dpid) }, 30), 'the daemon stops on SIGTERM');
+like(do { local $/; open my $l, '<', $logfile; <$l> // '' },
+    qr/supervisor exiting/, 'the daemon logged to log_target');
+
+# ---- every worker refuses the configuration ---------------------------------------------
+
+my $bad = $rig->write_config(%base, raw_table => 'no such table!');
+$r = $rig->run($rig->bin('sluiced'), '-c', $bad);
+is($r->[0], 78, 'workers that all refuse the configuration: sluiced exits 78');
+like($r->[1], qr/refuses the configuration; not restarting it/,
+    'the supervisor says the worker refused the configuration');
+like($r->[1], qr/no worker can run with this configuration/,
+    'and why it exits');
+my @starts = $r->[1] =~ /started worker test-1 /g;
+is(scalar(@starts), 1, 'the refusing worker was not restarted in a loop');
+
+# ---- user = nobody ---------------------------------------------------------------------------
+
+SKIP: {
+    skip 'privilege drop needs root', 5 if $> != 0;
+    my $uconf = $rig->write_config(%base, user => 'nobody',
+        pidfile => $rig->dir . '/pids-nobody.pid');
+    $sup = $rig->spawn('sluiced-nobody', $rig->bin('sluiced'), '-c', $uconf);
+    ok($rig->wait_until(sub { workers_of($sup) == 3 }, 30), 'user = nobody: three workers');
+    my $p = procs_titled('sluiced: ');
+    my $nobody = getpwnam('nobody');
+    is($p->{$sup}[1], $nobody, 'the supervisor runs as nobody');
+    is(scalar(grep { $p->{$_}[0] == $sup && $p->{$_}[1] == $nobody } keys %$p), 3,
+        'the workers run as nobody');
+    add_entries(100);
+    ok($rig->wait_until(sub { rows() == 20100 }, 60), 'and they write');
+    kill 'TERM', $sup;
+    $rig->wait_exit($sup, 60);
+    ok(!-e "/dev/shm$shm", 'the unprivileged supervisor removed its segment');
+}
+
+$rig->finish;
+unlink "/dev/shm$shm";
+done_testing;
