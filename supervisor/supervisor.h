@@ -12,11 +12,21 @@ struct supervisor_options {
     const char *config_path;  /* re-read on SIGHUP; may be NULL */
     char *const *set_options; /* command-line "key=value", re-applied */
     int nset_options;
-    int daemonize;            /* -d: detach, write the pidfile */
+    int daemonize; /* -d: detach, write the pidfile */
 };
 
-/* Run the supervisor with an already loaded and validated cfg. Returns the
- * process exit code (exitcode.h). */
+/*
+ * Run the supervisor with an already loaded and validated cfg (it keeps a
+ * pointer and replaces *cfg on a reload). Returns the process exit code
+ * (exitcode.h):
+ *   EXIT_OK        stopped by TERM/INT/QUIT
+ *   EXIT_TEMPFAIL  another sluiced holds the pidfile or the stats segment
+ *                  (it is running: starting again later may work)
+ *   EXIT_CONFIG    unusable settings (unknown user, -d without pidfile,
+ *                  pidfile not writable), or every worker exited
+ *                  EXIT_CONFIG so none can run
+ *   EXIT_SOFTWARE  the segment or the daemon can't be set up
+ */
 int supervisor_run(const struct supervisor_options *opt, struct config *cfg);
 
 #endif
