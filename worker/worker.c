@@ -374,7 +374,7 @@ redis_ensure(struct worker *w)
             if (st == STREAM_OK)
                 st = backlog_flush(w);
             if (st == STREAM_OK) {
-                if (w->redis_bo.attempts > 0)
+                if (w->redis_down_since != 0)
                     log_notice("redis: connected again to %s after %" PRId64
                                " s",
                                w->redis_shown,
@@ -382,6 +382,7 @@ redis_ensure(struct worker *w)
                 else
                     log_info("redis: connected to %s", w->redis_shown);
                 backoff_reset(&w->redis_bo);
+                w->redis_down_since = 0;
                 w->phase = PHASE_PENDING;
                 strlcpy(w->pending_after, "0", sizeof(w->pending_after));
                 return 0;
@@ -390,7 +391,7 @@ redis_ensure(struct worker *w)
                 redis_conn_close(&w->rc);
             strlcpy(w->rc.err, w->st.err, sizeof(w->rc.err));
         }
-        if (w->redis_bo.attempts == 0)
+        if (w->redis_down_since == 0)
             w->redis_down_since = mono_ms();
         SLOT_ADD(w, redis_errors, 1);
         worker_set_error(w, w->rc.err);
@@ -420,7 +421,7 @@ worker_redis_fault(struct worker *w, enum stream_status st)
     case STREAM_DOWN:
         log_warnx("redis: %s; reconnecting", w->st.err);
         redis_conn_close(&w->rc);
-        if (w->redis_bo.attempts == 0)
+        if (w->redis_down_since == 0)
             w->redis_down_since = mono_ms();
         return 0;
     case STREAM_NOGROUP:
@@ -480,7 +481,7 @@ pg_ensure(struct worker *w)
             if (w->sink_type->on_connect == NULL ||
                 w->sink_type->on_connect(w->sink, w->pg, err, sizeof(err)) ==
                     SINK_OK) {
-                if (w->pg_bo.attempts > 0)
+                if (w->pg_down_since != 0)
                     log_notice("postgresql: connected again to %s after "
                                "%" PRId64 " s",
                                w->pg_shown,
@@ -488,11 +489,12 @@ pg_ensure(struct worker *w)
                 else
                     log_info("postgresql: connected to %s", w->pg_shown);
                 backoff_reset(&w->pg_bo);
+                w->pg_down_since = 0;
                 return 0;
             }
             pg_drop(w);
         }
-        if (w->pg_bo.attempts == 0)
+        if (w->pg_down_since == 0)
             w->pg_down_since = mono_ms();
         SLOT_ADD(w, pg_errors, 1);
         worker_set_error(w, err);
@@ -590,6 +592,7 @@ worker_apply(struct worker *w, struct stream_entry *const *entries, size_t n)
         if (r == SINK_OK) {
             worker_committed(w, entries, n, mono_us() - t0);
             backoff_reset(&w->pg_bo);
+            w->pg_down_since = 0;
             return 0;
         }
         SLOT_ADD(w, pg_errors, 1);
@@ -609,7 +612,7 @@ worker_apply(struct worker *w, struct stream_entry *const *entries, size_t n)
         /* transient: the same entries again, after a backoff */
         SLOT_ADD(w, batches_retried, 1);
         w->sum_retries++;
-        if (w->pg_bo.attempts == 0)
+        if (w->pg_down_since == 0)
             w->pg_down_since = mono_ms();
         long delay = backoff_next(&w->pg_bo);
         log_fault(&w->pg_logged_ms, w->pg_bo.attempts, delay, w->pg_down_since,
@@ -698,6 +701,9 @@ worker_fill(struct worker *w)
         if (st != STREAM_OK || nread == 0)
             break;
     }
+    for (size_t i = 0; i < b->n; i++)
+        if (b->entries[i].deliveries == 0)
+            b->entries[i].deliveries = 1;
     return st;
 }
 
