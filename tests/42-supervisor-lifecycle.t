@@ -170,7 +170,9 @@ like(do { local $/; open my $l, '<', $logfile; <$l> // '' },
 
 # ---- every worker refuses the configuration ---------------------------------------------
 
-my $bad = $rig->write_config(%base, raw_table => 'no such table!');
+# TLS URLs are not supported: every worker refuses them (EXIT_CONFIG).
+my $bad = $rig->write_config(%base,
+    redis_url => 'rediss://127.0.0.1:' . $rig->redis_port);
 $r = $rig->run($rig->bin('sluiced'), '-c', $bad);
 is($r->[0], 78, 'workers that all refuse the configuration: sluiced exits 78');
 like($r->[1], qr/refuses the configuration; not restarting it/,
