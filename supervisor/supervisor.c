@@ -52,7 +52,8 @@
 #define QUIT_GRACE_MS 1000
 /* Redis timeout of the periodic group query. */
 #define GROUP_QUERY_TIMEOUT_MS 500
-/* Warn when the group's lag exceeds this share of stream_maxlen. */
+/* Warn when the group's unacked entries exceed this share of
+ * stream_maxlen. */
 #define LAG_WARN_FRACTION 0.8
 
 static volatile sig_atomic_t got_chld, got_hup, got_term, got_quit, got_usr1,
@@ -677,12 +678,16 @@ log_stats(struct supervisor *sv)
              "group lag %s, pending %s%s",
              (unsigned long long)applied, rate, running_count(sv), sv->wanted,
              lag, pending, why);
-    if (gi.lag >= 0 && sv->cfg->stream_maxlen > 0 &&
-        (double)gi.lag > LAG_WARN_FRACTION * (double)sv->cfg->stream_maxlen)
-        log_warnx("unread entries (%lld) are close to the stream's MAXLEN "
-                  "(%ld): trimming will delete entries before they are "
-                  "read; add workers or hosts",
-                  gi.lag, sv->cfg->stream_maxlen);
+    /* Trimming drops the oldest entries, acked or not: what is at risk
+     * is everything not yet acked, undelivered (lag) or pending. */
+    if (gi.lag >= 0 && gi.pending >= 0 && sv->cfg->stream_maxlen > 0 &&
+        (double)(gi.lag + gi.pending) >
+            LAG_WARN_FRACTION * (double)sv->cfg->stream_maxlen)
+        log_warnx("unacked entries (%lld: lag %lld, pending %lld) are close "
+                  "to the stream's MAXLEN (%ld): trimming will delete "
+                  "entries before they are applied; add workers or hosts",
+                  gi.lag + gi.pending, gi.lag, gi.pending,
+                  sv->cfg->stream_maxlen);
     sv->last_applied = applied;
     sv->last_stats_ms = now;
 }
