@@ -444,6 +444,11 @@ bounded_workers(const struct supervisor *sv, int n)
 static void
 set_wanted(struct supervisor *sv, int n, const char *why)
 {
+    if (n > sv->max_workers)
+        log_warnx("workers: %d asked (%s), the limit is %d (db_pool_size "
+                  "%d, %d slots)",
+                  n, why, sv->max_workers, sv->cfg->db_pool_size,
+                  STATS_MAX_SLOTS);
     n = bounded_workers(sv, n);
     if (n != sv->wanted)
         log_info("workers: %d -> %d (%s)", sv->wanted, n, why);
@@ -860,11 +865,6 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
     setproctitle("supervisor %s/%s", cfg->stream_key, cfg->consumer_group);
 
     sv.max_workers = compute_max_workers(cfg);
-    if (cfg->parallel_consumers > sv.max_workers)
-        log_warnx("parallel_consumers %d exceeds the limit %d (db_pool_size "
-                  "and %d slots): running %d",
-                  cfg->parallel_consumers, sv.max_workers, STATS_MAX_SLOTS,
-                  sv.max_workers);
     sv.wanted = 0;
     set_wanted(&sv, cfg->parallel_consumers, "start");
     sv.last_stats_ms = stats_now_ms();
