@@ -114,10 +114,10 @@ on_signal(int sig)
         got_usr1 = 1;
         break;
     case SIGTTIN:
-        got_ttin++;
+        got_ttin = 1;
         break;
     case SIGTTOU:
-        got_ttou++;
+        got_ttou = 1;
         break;
     }
 }
@@ -913,12 +913,14 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
                 for (int i = 0; i < STATS_MAX_SLOTS; i++)
                     child_signal(&sv.kids[i], SIGUSR1);
             }
-            while (got_ttin > 0) {
-                got_ttin--;
+            /* Signals are taken only inside ppoll(), one delivery per
+             * wait: a flag loses nothing. */
+            if (got_ttin) {
+                got_ttin = 0;
                 set_wanted(&sv, sv.wanted + 1, "SIGTTIN");
             }
-            while (got_ttou > 0) {
-                got_ttou--;
+            if (got_ttou) {
+                got_ttou = 0;
                 set_wanted(&sv, sv.wanted - 1, "SIGTTOU");
             }
             check_hung(&sv);
