@@ -34,11 +34,13 @@ my @bad = (
     ['5 MiB of JSON',       ['data', '{"t":"' . ('y' x (5 << 20)) . '"}'],
         qr/^data: .*too large/i],
     ['number beyond numeric', ['data', '{"n":1e1000000}'],  qr/22003: value overflows numeric format/],
+    ['raw newline in a string', ['data', qq({"t":"a\nb"})],
+        qr/control character 0x0a inside a JSON string/],
 );
 my @cmds;
 my $good = 0;
 my %expect;    # data/field marker => [name, reason re]
-for my $i (0 .. 199) {
+for my $i (0 .. 219) {
     if ($i % 20 == 10) {
         my $b = $bad[($i - 10) / 20];
         push @cmds, ['XADD', $stream, '*', 'marker', "bad$i", @{ $b->[1] }];

@@ -315,6 +315,31 @@ raw_on_connect(struct sink *sink, PGconn *conn, char *err, size_t errlen)
     return r == SINK_OK ? SINK_OK : SINK_RETRY;
 }
 
+/*
+ * PostgreSQL refuses a raw control character (below 0x20) inside a JSON
+ * string, which cJSON lets through: the offset of the first one, or -1.
+ * Catching it here gives a clear reason and spares the worker a split.
+ */
+static long
+json_control_in_string(const char *s, size_t len)
+{
+    int in_string = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!in_string) {
+            in_string = c == '"';
+        } else if (c == '\\') {
+            i++;
+        } else if (c == '"') {
+            in_string = 0;
+        } else if (c < 0x20) {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
 /* Check one field's bytes for the payload object. */
 static int
 check_utf8(const char *what, const char *name, size_t namelen, const char *s,
@@ -374,6 +399,14 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
             goto oom;
         rs->scratch.len =
             json_strip_nul_escapes(data->value, data->value_len, rs->scratch.p);
+        long bad = json_control_in_string(rs->scratch.p, rs->scratch.len);
+        if (bad >= 0) {
+            snprintf(reason, reasonlen,
+                     "data: control character 0x%02x inside a JSON string "
+                     "near byte %ld",
+                     (unsigned char)rs->scratch.p[bad], bad);
+            return -1;
+        }
     } else {
         if (rbuf_reserve(&rs->scratch, 2) < 0)
             goto oom;
