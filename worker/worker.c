@@ -101,6 +101,8 @@ struct worker {
     int64_t next_claim_ms; /* monotonic */
     int claim_more;        /* XAUTOCLAIM cursor mid-way: go on at once */
 
+    const char **ack_ids; /* XACK arguments, kept across batches */
+    size_t ack_ids_cap;
     char (*backlog)[STREAM_ID_MAX]; /* committed, not acked yet */
     size_t nbacklog, backlog_cap;
 
@@ -739,11 +741,17 @@ worker_ack(struct worker *w)
         w->sum_dead += nadded;
     }
 
-    ids = malloc((b->n + b->ngone + 1) * sizeof(*ids));
-    if (ids == NULL) {
-        log_warnx("out of memory while acking: entries stay pending");
-        return;
+    if (w->ack_ids_cap < b->n + b->ngone) {
+        size_t cap = b->n + b->ngone;
+        void *p = realloc(w->ack_ids, cap * sizeof(*w->ack_ids));
+        if (p == NULL) {
+            log_warnx("out of memory while acking: entries stay pending");
+            return;
+        }
+        w->ack_ids = p;
+        w->ack_ids_cap = cap;
     }
+    ids = w->ack_ids;
     for (size_t i = 0; i < b->n; i++)
         if (b->items[i].fate == ENTRY_COMMITTED ||
             b->items[i].fate == ENTRY_DEAD)
@@ -771,7 +779,6 @@ worker_ack(struct worker *w)
             (void)worker_redis_fault(w, st);
         }
     }
-    free(ids);
 }
 
 /*
@@ -861,6 +868,7 @@ worker_cleanup(struct worker *w)
 {
     batch_free(&w->b);
     free(w->plist);
+    free(w->ack_ids);
     free(w->backlog);
     stream_free(&w->st);
     redis_conn_close(&w->rc);
