@@ -123,6 +123,25 @@ my @delays = $rig->log_text('sluiced') =~
 is_deeply(\@delays, [300, 600, 1200, 2400],
     'the restart delay doubles on repeated quick deaths');
 
+# A healthy run (at least max(restart_delay_max, 10 s)) resets the delay.
+sub started_ms {
+    my ($name) = @_;
+    my $x = $rig->run($rig->bin('sluicectl'), '-c', $conf, 'stats', '--json');
+    return undef if $x->[0] != 0;
+    my ($w) = grep { $_->{name} eq $name } @{ decode_json($x->[1])->{workers} };
+    return $w ? $w->{started_ms} : undef;
+}
+ok($rig->wait_until(sub {
+    my $s = started_ms('test-3');
+    defined $s && time * 1000 - $s > 11000 }, 60),
+    'test-3 has run for more than 10 s');
+kill 'KILL', $pid;
+ok($rig->wait_until(sub {
+    my @d = $rig->log_text('sluiced') =~
+      /worker test-3 killed by signal KILL after \d+ ms; restarting in (\d+) ms/g;
+    @d == 5 && $d[4] == 300 }, 30),
+    'after a healthy run the restart delay is back to restart_delay');
+
 # ---- a hung worker ---------------------------------------------------------
 
 my $hung = workers_of($sup)->{'test-1'};
@@ -147,7 +166,7 @@ $r = $rig->run($rig->bin('sluicectl'), '-c', $conf, 'stats', '--json');
 is($r->[0], 0, 'sluicectl stats --json');
 my %restarts = map { $_->{name} => $_->{restarts} }
   @{ decode_json($r->[1])->{workers} };
-is($restarts{'test-3'}, 4, 'test-3 was restarted 4 times');
+is($restarts{'test-3'}, 5, 'test-3 was restarted 5 times');
 is($restarts{'test-2'}, 1, 'test-2 was restarted once');
 is($restarts{'test-1'}, 1, 'test-1 was restarted once');
 
