@@ -20,11 +20,11 @@ my $conf = $rig->write_config(
     sink               => 'raw',
     parallel_consumers => 3,
     batch_size         => 50,
-    worker_timeout     => '3s',
-    restart_delay      => '300ms',
-    restart_delay_max  => '5s',
-    shutdown_timeout   => '20s',
-    stats_interval     => '1s',
+    worker_timeout_ms     => 3000,
+    restart_delay_ms      => 300,
+    restart_delay_max_ms  => 5000,
+    shutdown_timeout_ms   => 20000,
+    stats_interval_ms     => 1000,
     stats_name         => $shm,
 );
 my $r = $rig->run($rig->bin('sluiced'), '-c', $conf, '--init-schema');

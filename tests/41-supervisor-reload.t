@@ -19,11 +19,11 @@ my $shm = "/sluice-t41-$$";
 my %base = (
     sink               => 'raw',
     batch_size         => 50,
-    worker_timeout     => '5s',
-    restart_delay      => '200ms',
-    restart_delay_max  => '2s',
-    shutdown_timeout   => '20s',
-    stats_interval     => '1s',
+    worker_timeout_ms     => 5000,
+    restart_delay_ms      => 200,
+    restart_delay_max_ms  => 2000,
+    shutdown_timeout_ms   => 20000,
+    stats_interval_ms     => 1000,
     stats_name         => $shm,
 );
 my $conf = $rig->write_config(%base, parallel_consumers => 2);

@@ -20,7 +20,7 @@ my $conf = $rig->write_config(
     sink               => 'raw',
     parallel_consumers => 2,
     batch_size         => 100,
-    stats_interval     => '1s',
+    stats_interval_ms     => 1000,
     stats_name         => $shm,
 );
 my $ctl = $rig->bin('sluicectl');

@@ -21,8 +21,8 @@ my $conf = $rig->write_config(
     parallel_consumers => 2,
     batch_size         => 100,
     stream_maxlen      => 1000,
-    stats_interval     => '500ms',
-    worker_timeout     => '30s',
+    stats_interval_ms     => 500,
+    worker_timeout_ms     => 30000,
     stats_name         => $shm,
     log_target         => $logfile,
 );
