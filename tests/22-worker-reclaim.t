@@ -68,5 +68,53 @@ like($log, qr/dead letter \Q$poison[0]\E \(delivered 11 times\)/,
 
 kill 'TERM', $pid;
 is($rig->wait_exit($pid, 30), 0, 'clean exit');
+
+# Pending entries deleted from the stream meanwhile: nothing to apply, but
+# they must not stay pending. (a) held by the dead consumer: XAUTOCLAIM
+# reports them deleted; (b) held by the worker itself (read under its name
+# while it was stopped): its pending re-read returns them without fields.
+$rig->redis_batch(map {
+    ['XADD', $stream, '*', 'type', 'late', 'data', qq({"j":$_})] } 1 .. 20);
+$r = $rig->redis_resp('XREADGROUP', 'GROUP', $group, 'ghost', 'COUNT', 10,
+    'STREAMS', $stream, '>');
+my @ghost_ids = map { $_->[0] } @{ $r->[0][1] };
+$r = $rig->redis_resp('XREADGROUP', 'GROUP', $group, 'rescuer-1', 'COUNT', 10,
+    'STREAMS', $stream, '>');
+my @own_ids = map { $_->[0] } @{ $r->[0][1] };
+is(scalar(@ghost_ids) + scalar(@own_ids), 20, '20 new entries pending');
+is($rig->redis_resp('XDEL', $stream, @ghost_ids[0 .. 3], @own_ids[0 .. 2]), 7,
+  'seven of them deleted from the stream');
+# (b) first, with a claim idle time too long to reclaim anything
+my $noclaim = $rig->write_config(sink => 'raw', batch_size => 20,
+    batch_timeout_ms => 20, block_ms => 100, claim_idle_ms => 600000,
+    claim_interval_ms => 300, max_deliveries => 3);
+$pid = $rig->spawn('w2', $sluiced, '-c', $noclaim, '--worker', 'rescuer-1');
+ok($rig->wait_until(sub {
+    $rig->psql(q{select count(*) from events where type = 'late'}) == 7 },
+    60), 'its 7 own entries still in the stream are written');
+ok($rig->wait_until(sub {
+    my $g = $rig->group_info($stream, $group);
+    $g && $g->{pending} == 6 }, 30),
+  'the deleted ones do not stay pending (only the ghost\'s other 6 do)');
+like($rig->log_text('w2'),
+  qr/re-reading 7 of this consumer's pending entries \(3 no longer in the stream\)/,
+  'own pending entries that were deleted are noticed');
+like($rig->log_text('w2'), qr/claimed 0 entries .* \(4 no longer in the stream\)/,
+  'XAUTOCLAIM\'s deleted IDs are noticed, whatever their idle time');
+kill 'TERM', $pid;
+is($rig->wait_exit($pid, 30), 0, 'clean exit');
+# (a) then reclaim from the ghost
+$pid = $rig->spawn('w3', $sluiced, '-c', $conf, '--worker', 'rescuer-1');
+ok($rig->wait_until(sub {
+    $rig->psql(q{select count(*) from events where type = 'late'}) == 13 },
+    60), 'the ghost\'s 6 entries still in the stream are written');
+ok($rig->wait_until(sub {
+    my $g = $rig->group_info($stream, $group);
+    $g && $g->{pending} == 0 }, 30),
+  'nothing pending');
+like($rig->log_text('w3'), qr/claimed 6 entries idle for more than 1000 ms/,
+  'the ghost\'s entries are claimed');
+kill 'TERM', $pid;
+is($rig->wait_exit($pid, 30), 0, 'clean exit');
 $rig->finish;
 done_testing;

@@ -6,10 +6,11 @@
  * The loop, one batch per turn:
  *
  *   1. Make sure Redis is connected (else back off) and the group exists.
- *   2. Fill a batch: every claim_interval_ms an XAUTOCLAIM of entries idle
- *      longer than claim_idle_ms under any consumer; otherwise, after a
- *      (re)connect, this consumer's own pending entries (read from ID 0
- *      onwards until none are left); otherwise new entries (`>`), COUNT
+ *   2. Fill a batch: after a (re)connect, this consumer's own pending
+ *      entries first (read from ID 0 onwards until none are left); then
+ *      every claim_interval_ms an XAUTOCLAIM of entries idle longer than
+ *      claim_idle_ms under any consumer (walking its cursor); otherwise
+ *      new entries (`>`), COUNT
  *      batch_size, BLOCK block_ms (at most 1 s, so that signals, the
  *      parent pipe and the heartbeat are looked at every second), reading
  *      on until the batch is full or batch_timeout_ms passed.
@@ -641,7 +642,8 @@ worker_fill(struct worker *w)
     enum stream_status st;
     int64_t now = mono_ms();
 
-    if (w->claim_more || now >= w->next_claim_ms) {
+    /* own pending entries first: claims only once they are done */
+    if (w->phase == PHASE_NEW && (w->claim_more || now >= w->next_claim_ms)) {
         int done = 0;
         size_t nclaimed = 0;
         st = stream_autoclaim(&w->st, b, cfg->claim_idle_ms, cfg->batch_size,
