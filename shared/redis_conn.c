@@ -12,6 +12,8 @@
 
 #include "shared/redis_conn.h"
 
+#define REDIS_READER_KEEP (4u << 20)
+
 static int
 copy_part(char *dst, size_t dstlen, const char *src, size_t len)
 {
@@ -248,6 +250,10 @@ redis_conn_connect(struct redis_conn *rc)
     }
     if (!t->is_unix)
         (void)redisEnableKeepAlive(rc->ctx);
+    /* hiredis frees its read buffer whenever it is empty and more than
+     * 16 KiB of it is unused, so every batch-sized reply would grow it
+     * anew; keep up to REDIS_READER_KEEP of it between replies. */
+    rc->ctx->reader->maxbuf = REDIS_READER_KEEP;
 
     if (t->password[0] != '\0') {
         const char *argv[3] = {"AUTH", t->user, t->password};
