@@ -113,9 +113,12 @@ worker_pid=""
 rows=$($as_pg psql -X -At -h "$tmp/pgsock" -U sluice -d sluice \
     -c 'select count(*) from events')
 rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$tmp/time.txt")
+# for scale: the RSS of the same binary doing nothing (its shared libraries)
+/usr/bin/time -v -o "$tmp/base.txt" "$BUILD/sluiced" --version >/dev/null
+base=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$tmp/base.txt")
 cpu=$(awk -F': ' '/User time/ { u = $2 } /System time/ { s = $2 }
     END { printf "%.2f", u + s }' "$tmp/time.txt")
-awk -v n="$N" -v s="$start" -v e="$end" -v rows="$rows" -v rss="$rss" \
+awk -v n="$N" -v s="$start" -v e="$end" -v rows="$rows" -v rss="$rss" -v base="$base" \
     -v cpu="$cpu" 'BEGIN {
     t = e - s
     printf "%-28s %s\n", "entries", n
@@ -125,4 +128,5 @@ awk -v n="$N" -v s="$start" -v e="$end" -v rows="$rows" -v rss="$rss" \
     printf "%-28s %s\n", "worker CPU seconds", cpu
     printf "%-28s %.1f\n", "worker CPU us/entry", cpu * 1e6 / n
     printf "%-28s %s\n", "worker peak RSS (KiB)", rss
+    printf "%-28s %s\n", "sluiced --version RSS (KiB)", base
 }'
