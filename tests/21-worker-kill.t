@@ -14,6 +14,12 @@ my $conf = $rig->write_config(sink => 'raw', batch_size => 200,
     batch_timeout_ms => 50, block_ms => 200, claim_idle_ms => 60000,
     claim_interval_ms => 60000);
 is($rig->run($sluiced, '-c', $conf, '--init-schema')->[0], 0, 'schema');
+# slow every INSERT statement down a little, so that the test can act in
+# the middle of the work however fast the machine is
+$rig->psql(q{create function slow_batch() returns trigger language plpgsql
+    as $$ begin perform pg_sleep(0.02); return null; end $$});
+$rig->psql('create trigger slow_batch after insert on events '
+      . 'for each statement execute function slow_batch()');
 
 my $N = 20000;
 my $stream = 'firehose:events';

@@ -73,6 +73,7 @@ volatile sig_atomic_t worker_reopen_logs;
 #define SUMMARY_INTERVAL_MS  10000
 #define BACKOFF_LOG_EVERY_MS 30000 /* once retries are slow, log this often */
 #define ERR_MAX              1024
+#define DRAIN_RETRIES        5 /* quick retries of a batch after TERM */
 
 enum read_phase {
     PHASE_PENDING, /* re-reading this consumer's own pending entries */
@@ -581,6 +582,7 @@ static int
 worker_apply(struct worker *w, struct stream_entry *const *entries, size_t n)
 {
     char err[ERR_MAX];
+    int draining_retries = 0;
 
     for (;;) {
         int64_t t0;
@@ -622,6 +624,14 @@ worker_apply(struct worker *w, struct stream_entry *const *entries, size_t n)
                   "postgresql", err);
         if (w->pg != NULL && PQstatus(w->pg) != CONNECTION_OK)
             pg_drop(w);
+        if (worker_stop_requested && w->pg != NULL &&
+            draining_retries++ < DRAIN_RETRIES) {
+            /* TERM while PostgreSQL still answers (a deadlock, a
+             * serialization failure): finish the batch if a few quick
+             * retries can; a server that is gone is not waited for. */
+            (void)poll(NULL, 0, 50);
+            continue;
+        }
         if (worker_wait(w, delay, WORKER_BACKOFF) < 0)
             return -1;
     }
