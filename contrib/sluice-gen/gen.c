@@ -1028,8 +1028,8 @@ static void
 sender_add(struct sender *s, const char *type, const struct buf *data,
            const char *seq)
 {
-    const char *argv[11];
-    size_t argvlen[11];
+    const char *argv[12];
+    size_t argvlen[12];
     int argc = 0;
 
 #define ARG(str, len)                                                          \
