@@ -1,0 +1,38 @@
+# install.mk: install the service files of etc/ (called by the top-level
+# `make install` with DESTDIR PREFIX SYSCONFDIR BINDIR UBINDIR DATADIR).
+# The paths written into the scripts and the unit are rewritten to the ones
+# of this installation.
+#
+#   $(SYSCONFDIR)/init.d/sluiced              LSB init script
+#   $(SYSCONFDIR)/default/sluiced             its settings (not overwritten)
+#   $(SYSCONFDIR)/sv/sluiced/{run,check,log/run}   runit service directory
+#   $(SYSTEMDUNITDIR)/sluiced.service         systemd unit
+#   $(SYSCONFDIR)/logrotate.d/sluice          logrotate snippet
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/sbin
+UBINDIR    ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+DATADIR    ?= $(PREFIX)/share/sluice
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+DESTDIR    ?=
+
+SED_PATHS = sed -e 's|/usr/local/sbin/sluiced|$(BINDIR)/sluiced|g' \
+		-e 's|/usr/local/bin/sluicectl|$(UBINDIR)/sluicectl|g' \
+		-e 's|/etc/sluice/|$(SYSCONFDIR)/sluice/|g'
+
+.PHONY: install
+install:
+	install -d $(DESTDIR)$(SYSCONFDIR)/init.d $(DESTDIR)$(SYSCONFDIR)/default \
+	    $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/log \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d
+	$(SED_PATHS) etc/init.d/sluiced > $(DESTDIR)$(SYSCONFDIR)/init.d/sluiced
+	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/init.d/sluiced
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/sluiced ] || \
+	    $(SED_PATHS) etc/default/sluiced > $(DESTDIR)$(SYSCONFDIR)/default/sluiced
+	for f in run check log/run; do \
+	    $(SED_PATHS) etc/runit/sluiced/$$f > $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/$$f && \
+	    chmod 0755 $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/$$f || exit 1; done
+	$(SED_PATHS) etc/systemd/sluiced.service > $(DESTDIR)$(SYSTEMDUNITDIR)/sluiced.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/sluiced.service
+	install -m 0644 etc/logrotate.d/sluice $(DESTDIR)$(SYSCONFDIR)/logrotate.d/sluice
