@@ -1,0 +1,72 @@
+#!/usr/bin/perl
+# `make install DESTDIR=... PREFIX=/usr` installs the binaries, the sample
+# configuration, the SQL, the init script (with its defaults file), the
+# runit service directory, the systemd unit and the logrotate snippet, with
+# the right modes and with the installed paths written into the scripts.
+use strict;
+use warnings;
+use lib 'tests/lib';
+use SluiceRig;
+use Test::More;
+
+my $rig = SluiceRig->new(redis => 0, pg => 0);
+my $dest = $rig->dir . '/root';
+my $r = $rig->run('make', '--no-print-directory', '-s', '-C', $rig->root,
+    'install', "DESTDIR=$dest", 'PREFIX=/usr', 'SYSCONFDIR=/etc',
+    'BUILD=' . ($ENV{SLUICE_BUILD} // 'build'),
+    'SANITIZE=' . ($ENV{SLUICE_SANITIZE} // 0));
+is($r->[0], 0, 'make install: exit 0') or diag($r->[1]);
+
+my %want = (
+    'usr/sbin/sluiced'            => 0755,
+    'usr/bin/sluicectl'           => 0755,
+    'usr/bin/sluice-gen'          => 0755,
+    'usr/bin/sluice-replay'       => 0755,
+    'usr/bin/sluice-deadletter'   => 0755,
+    'etc/sluice/sluice.conf'      => 0644,
+    'usr/share/sluice/sql/raw.sql' => 0644,
+    'etc/init.d/sluiced'          => 0755,
+    'etc/default/sluiced'         => 0644,
+    'etc/sv/sluiced/run'          => 0755,
+    'etc/sv/sluiced/check'        => 0755,
+    'etc/sv/sluiced/log/run'      => 0755,
+    'usr/lib/systemd/system/sluiced.service' => 0644,
+    'etc/logrotate.d/sluice'      => 0644,
+);
+$want{'usr/share/sluice/sql/atproto.sql'} = 0644
+  if -e $rig->root . '/etc/sql/atproto.sql';
+for my $f (sort keys %want) {
+    my @st = stat "$dest/$f";
+    ok(@st, "$f installed") or next;
+    is(sprintf('%04o', $st[2] & 07777), sprintf('%04o', $want{$f}), "$f mode");
+}
+
+sub slurp { open my $f, '<', $_[0] or return ''; local $/; return <$f> }
+like(slurp("$dest/etc/init.d/sluiced"), qr{^DAEMON=\$\{DAEMON:-/usr/sbin/sluiced\}}m,
+  'init script: the installed sluiced');
+like(slurp("$dest/etc/sv/sluiced/run"), qr{^DAEMON=/usr/sbin/sluiced$}m,
+  'runit run: the installed sluiced');
+like(slurp("$dest/etc/sv/sluiced/check"), qr{^SLUICECTL=/usr/bin/sluicectl$}m,
+  'runit check: the installed sluicectl');
+like(slurp("$dest/usr/lib/systemd/system/sluiced.service"),
+  qr{^ExecStart=/usr/sbin/sluiced -c /etc/sluice/sluice\.conf$}m,
+  'systemd unit: the installed sluiced and config');
+unlike(join('', map { slurp("$dest/$_") } grep { !/^usr\/(s?bin)/ } keys %want),
+  qr{/usr/local}, 'no /usr/local left in the installed text files');
+is($rig->run('sh', '-n', "$dest/etc/init.d/sluiced")->[0], 0, 'init script: valid sh');
+is($rig->run("$dest/usr/sbin/sluiced", '--help')->[0], 0, 'installed sluiced runs');
+
+# the defaults file is the admin's: a second install keeps it
+open my $fh, '>>', "$dest/etc/default/sluiced" or die;
+print $fh "ENABLED=no\n";
+close $fh;
+$r = $rig->run('make', '--no-print-directory', '-s', '-C', $rig->root,
+    'install', "DESTDIR=$dest", 'PREFIX=/usr', 'SYSCONFDIR=/etc',
+    'BUILD=' . ($ENV{SLUICE_BUILD} // 'build'),
+    'SANITIZE=' . ($ENV{SLUICE_SANITIZE} // 0));
+is($r->[0], 0, 'a second make install');
+like(slurp("$dest/etc/default/sluiced"), qr/^ENABLED=no$/m,
+  'keeps an edited /etc/default/sluiced');
+
+$rig->finish;
+done_testing;
