@@ -42,6 +42,8 @@ my $runsv = $rig->spawn('runsv', 'runsv', $sv);
 my $svc = sub { $rig->run('sv', '-w', 60, @_, $sv) };
 ok($rig->wait_until(sub { $rig->run('sv', 'check', $sv)->[0] == 0 }, 60),
   'sv check succeeds: ./check finds the running supervisor');
+is($rig->run('sh', '-c', "cd $sv && ./check")->[0], 0,
+  './check itself: 0 while sluiced runs');
 my ($pid) = $rig->run('sv', 'status', $sv)->[1] =~ /^run: \S+ \(pid (\d+)\)/;
 ok($pid, "sv status: running (pid " . ($pid // '?') . ")");
 $pid //= 0;
@@ -85,6 +87,8 @@ like($rig->run('sv', 'status', $sv)->[1], qr/^down: /, 'sv status: down');
 ok(!kill(0, $pid), 'the supervisor is gone');
 ok($rig->wait_until(sub { !grep { kill 0, $_ } @workers }, 30), 'and its workers');
 is($rig->run('sv', 'check', $sv)->[0], 0, 'sv check of a down service: ok');
+isnt($rig->run('sh', '-c', "cd $sv && ./check")->[0], 0,
+  './check itself fails when no supervisor runs');
 
 $rig->run('sv', 'exit', $sv);
 ok(defined $rig->wait_exit($runsv, 30), 'runsv exits on sv exit');
