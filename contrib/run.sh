@@ -33,11 +33,9 @@ die() { say "$*"; exit 1; }
 for b in sluiced sluicectl sluice-gen; do
     [ -x "$BUILD/$b" ] || die "$BUILD/$b is missing: build first (make)"
 done
+sink_default=0
+[ -n "${SINK:-}" ] || sink_default=1
 SINK=${SINK:-atproto}
-if [ "$SINK" = atproto ] && [ ! -f etc/sql/atproto.sql ]; then
-    say "this tree has no atproto sink yet: using the raw sink"
-    SINK=raw
-fi
 set --
 [ -f "$CONF" ] && set -- -c "$CONF"
 
@@ -154,8 +152,16 @@ fi
 export REDIS_URL DATABASE_URL
 
 # ---- schema, sluiced, the generator ----------------------------------------
+if ! "$BUILD/sluiced" "$@" -s "sink=$SINK" --init-schema; then
+    # a build without the atproto sink yet: the raw sink still shows the
+    # machinery at work
+    [ "$sink_default" = 1 ] || die "sluiced --init-schema failed"
+    say "no working atproto sink in this build: using the raw sink"
+    SINK=raw
+    "$BUILD/sluiced" "$@" -s "sink=$SINK" --init-schema ||
+        die "sluiced --init-schema failed"
+fi
 set -- "$@" -s "sink=$SINK"
-"$BUILD/sluiced" "$@" --init-schema || die "sluiced --init-schema failed"
 
 "$BUILD/sluiced" "$@" &
 sluiced_pid=$!

@@ -49,10 +49,6 @@ die() { say "$*"; exit 1; }
 for b in sluiced sluicectl sluice-gen; do
     [ -x "$BUILD/$b" ] || die "$BUILD/$b is missing: build first (make)"
 done
-if [ "$SINK" = atproto ] && [ ! -f etc/sql/atproto.sql ]; then
-    say "no atproto sink in this tree: benchmarking the raw sink"
-    SINK=raw
-fi
 BUILD=$(cd "$BUILD" && pwd)
 
 tmp=$(mktemp -d /tmp/sluice-bench.XXXXXX)
@@ -103,6 +99,15 @@ psql_db() {
         -d "$db" "$@"
 }
 db_url() { echo "postgresql:///$1?host=$tmp/pgsock&user=sluice"; }
+
+# a build without a working atproto sink yet: benchmark the raw sink
+psql_db postgres -c "create database bench_probe"
+if [ "$SINK" = atproto ] && ! "$BUILD/sluiced" -s "redis_url=unix://$tmp/redis.sock" \
+    -s "database_url=$(db_url bench_probe)" -s sink=atproto --init-schema \
+    >"$tmp/probe.log" 2>&1; then
+    say "no working atproto sink in this build ($(tail -1 "$tmp/probe.log")): benchmarking the raw sink"
+    SINK=raw
+fi
 
 conf="$tmp/sluice.conf"
 cat >"$conf" <<CONF
