@@ -1,0 +1,1045 @@
+-- atproto.sql: the schema of the AT Protocol sink (sink = atproto) and the
+-- function that applies one staged batch. `sluiced --init-schema` runs this
+-- file in one transaction under an advisory lock. Every statement is
+-- idempotent and safe on a database the appview created: tables and
+-- indexes are created only when missing, appview tables are never dropped
+-- or altered, and only the columns listed in the design are written (extra
+-- columns keep their defaults).
+--
+-- Conventions: timestamps are `timestamp` without time zone holding UTC;
+-- avatar_url / banner_url hold the blob's CID alone (the appview builds its
+-- CDN address from the DID and the CID); no foreign keys.
+--
+-- Ordering state. Every record URI has one row in sluice_record_state
+-- carrying the ordering key (ord_ms, ord_seq, op_idx) of the last operation
+-- applied to it -- the stream entry ID and the op's index in the entry --
+-- and whether that operation was a delete (the row stays as a tombstone).
+-- An operation is applied only if its key is larger than the stored one
+-- (INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.key > stored.key),
+-- so a late create older than a delete, a replayed entry or an older update
+-- changes nothing. The state row is locked by that upsert until commit, so
+-- concurrent workers touching one URI are serialized, in URI order.
+--
+-- Applying a winning operation retracts what the URI had produced (rows,
+-- feed item, quote, notification, viewer state; counters -1 for rows really
+-- removed) and, for a create/update, asserts the new effects (counters +1
+-- for rows really inserted). So the final contents are a function of the
+-- set of live records, not of the order or batching of the events:
+--   * likes, reposts, follows, blocks and list items have a second unique
+--     key (a user may like a post twice under two rkeys). The state row of
+--     those records keeps the pair and the record; among the live records
+--     of one pair the smallest URI owns the row. Deleting the owner hands
+--     the row to the next live duplicate; deleting a duplicate that does not
+--     own the row changes no counter.
+--   * post_aggregations has a row for every post URI any event referenced
+--     (the post itself, a reply parent, a quoted post, a like/repost
+--     subject), kept after the post's delete; its counts always equal the
+--     live rows pointing at the post.
+--   * notifications: one per record URI (the column is unique): for a post
+--     the first of reply (to the parent's author), quote (to the quoted
+--     post's author), mention (first mentioned DID in facet order) whose
+--     recipient is not the author; likes, reposts and follows notify the
+--     subject's author. Recipients come from the URIs/DIDs themselves, so no
+--     notification depends on what was applied before.
+--   * thread_contexts has a row while a reply and a like of it by the root
+--     post's author are both live; post_viewer_states has a row while the
+--     viewer's like or repost of the post is live (or another flag is set).
+--   * handle: the newest identity event with a handle wins
+--     (sluice_identity_state); account status: the newest account event.
+-- Counter deltas are summed per batch and applied in post URI order, and
+-- every INSERT ... SELECT orders by its conflict key, so workers take row
+-- locks in one order and don't deadlock.
+
+-- ---- the appview's tables ---------------------------------------------
+
+CREATE TABLE IF NOT EXISTS users (
+    did varchar(255) PRIMARY KEY,
+    handle varchar(255) NOT NULL,
+    display_name varchar(255),
+    avatar_url text,
+    banner_url text,
+    description text,
+    profile_record jsonb,
+    pinned_post jsonb,
+    search_vector tsvector,
+    created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_users_handle ON users (handle);
+CREATE INDEX IF NOT EXISTS idx_users_created_at ON users (created_at);
+CREATE INDEX IF NOT EXISTS idx_users_search_vector ON users USING gin (search_vector);
+
+CREATE TABLE IF NOT EXISTS posts (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    author_did varchar(255) NOT NULL,
+    text text NOT NULL,
+    langs jsonb,
+    parent_uri varchar(512),
+    parent_cid varchar(255),
+    root_uri varchar(512),
+    root_cid varchar(255),
+    embed jsonb,
+    facets jsonb,
+    violates_thread_gate boolean NOT NULL DEFAULT false,
+    violates_embedding_rules boolean NOT NULL DEFAULT false,
+    has_thread_gate boolean NOT NULL DEFAULT false,
+    has_post_gate boolean NOT NULL DEFAULT false,
+    tags jsonb NOT NULL DEFAULT '[]',
+    search_vector tsvector,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    commit_time timestamp,
+    commit_seq varchar(32),
+    commit_rev varchar(64)
+);
+CREATE INDEX IF NOT EXISTS idx_posts_author_did ON posts (author_did);
+CREATE INDEX IF NOT EXISTS idx_posts_indexed_at ON posts (indexed_at);
+CREATE INDEX IF NOT EXISTS idx_posts_parent_uri ON posts (parent_uri);
+CREATE INDEX IF NOT EXISTS idx_posts_root_uri ON posts (root_uri);
+CREATE INDEX IF NOT EXISTS idx_posts_search_vector ON posts USING gin (search_vector);
+
+CREATE TABLE IF NOT EXISTS post_aggregations (
+    post_uri varchar(512) PRIMARY KEY,
+    like_count integer NOT NULL DEFAULT 0,
+    repost_count integer NOT NULL DEFAULT 0,
+    reply_count integer NOT NULL DEFAULT 0,
+    bookmark_count integer NOT NULL DEFAULT 0,
+    quote_count integer NOT NULL DEFAULT 0,
+    created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_post_aggregations_like_count ON post_aggregations (like_count);
+CREATE INDEX IF NOT EXISTS idx_post_aggregations_repost_count ON post_aggregations (repost_count);
+CREATE INDEX IF NOT EXISTS idx_post_aggregations_reply_count ON post_aggregations (reply_count);
+CREATE INDEX IF NOT EXISTS idx_post_aggregations_bookmark_count ON post_aggregations (bookmark_count);
+CREATE INDEX IF NOT EXISTS idx_post_aggregations_quote_count ON post_aggregations (quote_count);
+
+CREATE TABLE IF NOT EXISTS feed_items (
+    uri varchar(512) PRIMARY KEY,
+    post_uri varchar(512) NOT NULL,
+    originator_did varchar(255) NOT NULL,
+    type varchar(32) NOT NULL,
+    sort_at timestamp NOT NULL,
+    cid varchar(255) NOT NULL,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_feed_items_originator_did ON feed_items (originator_did);
+CREATE INDEX IF NOT EXISTS idx_feed_items_post_uri ON feed_items (post_uri);
+CREATE INDEX IF NOT EXISTS idx_feed_items_sort_at ON feed_items (sort_at);
+CREATE INDEX IF NOT EXISTS idx_feed_items_type ON feed_items (type);
+CREATE INDEX IF NOT EXISTS idx_feed_items_originator_sort ON feed_items (originator_did, sort_at);
+
+CREATE TABLE IF NOT EXISTS likes (
+    uri varchar(512) PRIMARY KEY,
+    user_did varchar(255) NOT NULL,
+    post_uri varchar(512) NOT NULL,
+    subject_cid varchar(255),
+    via jsonb,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    commit_time timestamp,
+    commit_seq varchar(32),
+    commit_rev varchar(64),
+    CONSTRAINT likes_user_did_post_uri_key UNIQUE (user_did, post_uri)
+);
+CREATE INDEX IF NOT EXISTS idx_likes_user_did ON likes (user_did);
+CREATE INDEX IF NOT EXISTS idx_likes_post_uri ON likes (post_uri);
+
+CREATE TABLE IF NOT EXISTS reposts (
+    uri varchar(512) PRIMARY KEY,
+    user_did varchar(255) NOT NULL,
+    post_uri varchar(512) NOT NULL,
+    subject_cid varchar(255),
+    via jsonb,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    commit_time timestamp,
+    commit_seq varchar(32),
+    commit_rev varchar(64),
+    CONSTRAINT reposts_user_did_post_uri_key UNIQUE (user_did, post_uri)
+);
+CREATE INDEX IF NOT EXISTS idx_reposts_user_did ON reposts (user_did);
+CREATE INDEX IF NOT EXISTS idx_reposts_post_uri ON reposts (post_uri);
+
+CREATE TABLE IF NOT EXISTS follows (
+    uri varchar(512) PRIMARY KEY,
+    follower_did varchar(255) NOT NULL,
+    following_did varchar(255) NOT NULL,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    commit_time timestamp,
+    commit_seq varchar(32),
+    commit_rev varchar(64),
+    CONSTRAINT follows_follower_did_following_did_key UNIQUE (follower_did, following_did)
+);
+CREATE INDEX IF NOT EXISTS idx_follows_follower_did ON follows (follower_did);
+CREATE INDEX IF NOT EXISTS idx_follows_following_did ON follows (following_did);
+
+CREATE TABLE IF NOT EXISTS blocks (
+    uri varchar(512) PRIMARY KEY,
+    blocker_did varchar(255) NOT NULL,
+    blocked_did varchar(255) NOT NULL,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    commit_time timestamp,
+    commit_seq varchar(32),
+    commit_rev varchar(64),
+    CONSTRAINT blocks_blocker_did_blocked_did_key UNIQUE (blocker_did, blocked_did)
+);
+CREATE INDEX IF NOT EXISTS idx_blocks_blocker_did ON blocks (blocker_did);
+CREATE INDEX IF NOT EXISTS idx_blocks_blocked_did ON blocks (blocked_did);
+
+CREATE TABLE IF NOT EXISTS quotes (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    post_uri varchar(512) NOT NULL,
+    quoted_uri varchar(512) NOT NULL,
+    quoted_cid varchar(255),
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    CONSTRAINT quotes_post_uri_quoted_uri_key UNIQUE (post_uri, quoted_uri)
+);
+CREATE INDEX IF NOT EXISTS idx_quotes_post_uri ON quotes (post_uri);
+CREATE INDEX IF NOT EXISTS idx_quotes_quoted_uri ON quotes (quoted_uri);
+
+CREATE TABLE IF NOT EXISTS notifications (
+    id serial PRIMARY KEY,
+    uri varchar(512) NOT NULL,
+    recipient_did varchar(255) NOT NULL,
+    author_did varchar(255) NOT NULL,
+    reason varchar(64) NOT NULL,
+    reason_subject varchar(512),
+    cid varchar(255),
+    is_read boolean NOT NULL DEFAULT false,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    CONSTRAINT notifications_uri_key UNIQUE (uri)
+);
+CREATE INDEX IF NOT EXISTS idx_notifications_recipient_did ON notifications (recipient_did);
+CREATE INDEX IF NOT EXISTS idx_notifications_recipient_read ON notifications (recipient_did, is_read);
+CREATE INDEX IF NOT EXISTS idx_notifications_created_at ON notifications (created_at);
+CREATE INDEX IF NOT EXISTS idx_notifications_indexed_at ON notifications (indexed_at);
+
+CREATE TABLE IF NOT EXISTS lists (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    creator_did varchar(255) NOT NULL,
+    name varchar(255) NOT NULL,
+    purpose varchar(64) NOT NULL,
+    description text,
+    avatar_url text,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_lists_creator_did ON lists (creator_did);
+CREATE INDEX IF NOT EXISTS idx_lists_purpose ON lists (purpose);
+CREATE INDEX IF NOT EXISTS idx_lists_indexed_at ON lists (indexed_at);
+
+CREATE TABLE IF NOT EXISTS list_items (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    list_uri varchar(512) NOT NULL,
+    subject_did varchar(255) NOT NULL,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    CONSTRAINT list_items_list_uri_subject_did_key UNIQUE (list_uri, subject_did)
+);
+CREATE INDEX IF NOT EXISTS idx_list_items_list_uri ON list_items (list_uri);
+CREATE INDEX IF NOT EXISTS idx_list_items_subject_did ON list_items (subject_did);
+
+CREATE TABLE IF NOT EXISTS feed_generators (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    creator_did varchar(255) NOT NULL,
+    did varchar(255) NOT NULL,
+    display_name varchar(255) NOT NULL,
+    description text,
+    avatar_url text,
+    like_count integer NOT NULL DEFAULT 0,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_feed_generators_creator_did ON feed_generators (creator_did);
+CREATE INDEX IF NOT EXISTS idx_feed_generators_did ON feed_generators (did);
+CREATE INDEX IF NOT EXISTS idx_feed_generators_like_count ON feed_generators (like_count);
+CREATE INDEX IF NOT EXISTS idx_feed_generators_indexed_at ON feed_generators (indexed_at);
+
+CREATE TABLE IF NOT EXISTS starter_packs (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    creator_did varchar(255) NOT NULL,
+    name varchar(255) NOT NULL,
+    description text,
+    list_uri varchar(512),
+    feeds jsonb NOT NULL DEFAULT '[]',
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_starter_packs_creator_did ON starter_packs (creator_did);
+CREATE INDEX IF NOT EXISTS idx_starter_packs_list_uri ON starter_packs (list_uri);
+CREATE INDEX IF NOT EXISTS idx_starter_packs_indexed_at ON starter_packs (indexed_at);
+
+CREATE TABLE IF NOT EXISTS labeler_services (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    creator_did varchar(255) NOT NULL,
+    policies jsonb NOT NULL,
+    like_count integer NOT NULL DEFAULT 0,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_labeler_services_creator_did ON labeler_services (creator_did);
+CREATE INDEX IF NOT EXISTS idx_labeler_services_like_count ON labeler_services (like_count);
+CREATE INDEX IF NOT EXISTS idx_labeler_services_indexed_at ON labeler_services (indexed_at);
+
+CREATE TABLE IF NOT EXISTS thread_gates (
+    post_uri varchar(512) PRIMARY KEY,
+    owner_did varchar(255) NOT NULL,
+    allow_mentions boolean NOT NULL DEFAULT true,
+    allow_following boolean NOT NULL DEFAULT true,
+    allow_list_members boolean NOT NULL DEFAULT false,
+    allow_list_uris jsonb NOT NULL DEFAULT '[]',
+    created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_thread_gates_owner_did ON thread_gates (owner_did);
+
+CREATE TABLE IF NOT EXISTS post_gates (
+    post_uri varchar(512) PRIMARY KEY,
+    created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    embedding_rules jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS idx_post_gates_created_at ON post_gates (created_at);
+
+CREATE TABLE IF NOT EXISTS post_viewer_states (
+    post_uri varchar(512) NOT NULL,
+    viewer_did varchar(255) NOT NULL,
+    like_uri varchar(512),
+    repost_uri varchar(512),
+    bookmarked boolean NOT NULL DEFAULT false,
+    thread_muted boolean NOT NULL DEFAULT false,
+    reply_disabled boolean NOT NULL DEFAULT false,
+    embedding_disabled boolean NOT NULL DEFAULT false,
+    pinned boolean NOT NULL DEFAULT false,
+    created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    CONSTRAINT post_viewer_states_post_uri_viewer_did_key UNIQUE (post_uri, viewer_did)
+);
+CREATE INDEX IF NOT EXISTS idx_post_viewer_states_post_uri ON post_viewer_states (post_uri);
+CREATE INDEX IF NOT EXISTS idx_post_viewer_states_viewer_did ON post_viewer_states (viewer_did);
+
+CREATE TABLE IF NOT EXISTS thread_contexts (
+    post_uri varchar(512) PRIMARY KEY,
+    root_author_like_uri varchar(512),
+    created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_thread_contexts_root_author_like_uri ON thread_contexts (root_author_like_uri);
+
+CREATE TABLE IF NOT EXISTS generic_records (
+    uri varchar(512) PRIMARY KEY,
+    cid varchar(255) NOT NULL,
+    author_did varchar(255) NOT NULL,
+    record_type varchar(255) NOT NULL,
+    record jsonb NOT NULL,
+    created_at timestamp NOT NULL,
+    indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS idx_generic_records_author_did ON generic_records (author_did);
+CREATE INDEX IF NOT EXISTS idx_generic_records_record_type ON generic_records (record_type);
+CREATE INDEX IF NOT EXISTS idx_generic_records_created_at ON generic_records (created_at);
+
+-- ---- sluice's own tables ------------------------------------------------
+
+-- The staging contract (see the sink): each session works in its own
+-- `CREATE TEMP TABLE sluice_stage (LIKE sluice_stage_template INCLUDING
+-- DEFAULTS)`; this table itself stays empty.
+CREATE TABLE IF NOT EXISTS sluice_stage_template (
+    ord_ms bigint NOT NULL,
+    ord_seq bigint NOT NULL,
+    op_idx int NOT NULL,
+    kind text NOT NULL,
+    did text NOT NULL,
+    collection text,
+    rkey text,
+    uri text,
+    cid text,
+    record jsonb,
+    created_at timestamp,
+    handle text,
+    active boolean,
+    status text,
+    commit_seq text,
+    commit_rev text,
+    commit_time timestamp
+);
+
+-- One row per record URI ever seen: the ordering key of the last applied
+-- operation, tombstones included. `pair` and `record` are kept only for
+-- the collections with a second unique key (likes, reposts, follows,
+-- blocks, list items): the pair is the text of that key, and the record
+-- lets a duplicate take over the row when its owner is deleted.
+CREATE TABLE IF NOT EXISTS sluice_record_state (
+    uri text PRIMARY KEY,
+    collection text NOT NULL,
+    did text NOT NULL,
+    ord_ms bigint NOT NULL,
+    ord_seq bigint NOT NULL,
+    op_idx int NOT NULL,
+    deleted boolean NOT NULL,
+    cid text,
+    pair text,
+    record jsonb,
+    created_at timestamp,
+    commit_time timestamp,
+    commit_seq text,
+    commit_rev text
+);
+CREATE INDEX IF NOT EXISTS sluice_record_state_pair ON sluice_record_state (collection, pair, uri)
+    WHERE pair IS NOT NULL;
+
+-- The newest identity event carrying a handle, per DID.
+CREATE TABLE IF NOT EXISTS sluice_identity_state (
+    did text PRIMARY KEY,
+    ord_ms bigint NOT NULL,
+    ord_seq bigint NOT NULL,
+    handle text NOT NULL
+);
+
+-- The newest account event per DID: active flag and status.
+CREATE TABLE IF NOT EXISTS sluice_account_status (
+    did text PRIMARY KEY,
+    active boolean NOT NULL,
+    status text,
+    ord_ms bigint NOT NULL,
+    ord_seq bigint NOT NULL,
+    updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+
+-- ---- helpers ------------------------------------------------------------
+
+-- The CID of a blob in canonical form ({"ref": {"$link": cid}}); NULL if
+-- absent. Can't fail.
+CREATE OR REPLACE FUNCTION sluice_blob_cid(blob jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(blob->'ref'->>'$link', blob->>'cid')
+$$;
+
+-- The pair key of a record with a second unique key, NULL for the others.
+CREATE OR REPLACE FUNCTION sluice_pair_key(collection text, did text, record jsonb)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN record IS NULL THEN NULL
+        WHEN collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost')
+            THEN did || ' ' || (record->'subject'->>'uri')
+        WHEN collection IN ('app.bsky.graph.follow', 'app.bsky.graph.block')
+            THEN did || ' ' || (record->>'subject')
+        WHEN collection = 'app.bsky.graph.listitem'
+            THEN (record->>'list') || ' ' || (record->>'subject')
+    END
+$$;
+
+-- The post a threadgate or postgate URI belongs to (same repo and rkey).
+CREATE OR REPLACE FUNCTION sluice_gate_post(uri text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'at://' || split_part(uri, '/', 3) || '/app.bsky.feed.post/' || split_part(uri, '/', 5)
+$$;
+
+-- ---- the batch applier --------------------------------------------------
+
+-- sluice_apply_stage(): apply every row of the session's temp table
+-- sluice_stage (see the staging contract) set-based, then empty it. Runs
+-- inside the caller's transaction; an error aborts the whole batch (the
+-- worker retries it). Returns the number of staged rows.
+CREATE OR REPLACE FUNCTION sluice_apply_stage() RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    staged bigint;
+BEGIN
+    IF to_regclass('pg_temp.sluice_delta') IS NULL THEN
+        CREATE TEMP TABLE sluice_delta (
+            uri text NOT NULL,
+            likes int NOT NULL DEFAULT 0,
+            reposts int NOT NULL DEFAULT 0,
+            replies int NOT NULL DEFAULT 0,
+            quotes int NOT NULL DEFAULT 0
+        ) ON COMMIT DELETE ROWS;
+        CREATE TEMP TABLE sluice_pairs (
+            collection text NOT NULL,
+            a text NOT NULL,
+            b text NOT NULL,
+            want text
+        ) ON COMMIT DELETE ROWS;
+    END IF;
+    SELECT count(*) INTO staged FROM sluice_stage;
+
+    -- Every event ensures its actor.
+    INSERT INTO users (did, handle)
+    SELECT DISTINCT did, 'handle.invalid' FROM sluice_stage ORDER BY did
+    ON CONFLICT (did) DO NOTHING;
+
+    -- Every post URI any staged op refers to gets an aggregation row,
+    -- whether or not the op wins (so the rows don't depend on order).
+    INSERT INTO sluice_delta (uri)
+    SELECT DISTINCT u FROM (
+        SELECT uri AS u FROM sluice_stage WHERE collection = 'app.bsky.feed.post'
+        UNION ALL
+        SELECT record->'reply'->'parent'->>'uri' FROM sluice_stage
+         WHERE collection = 'app.bsky.feed.post' AND record ? 'reply'
+        UNION ALL
+        SELECT CASE record->'embed'->>'$type'
+                 WHEN 'app.bsky.embed.record' THEN record->'embed'->'record'->>'uri'
+                 WHEN 'app.bsky.embed.recordWithMedia' THEN record->'embed'->'record'->'record'->>'uri'
+               END
+          FROM sluice_stage WHERE collection = 'app.bsky.feed.post' AND record ? 'embed'
+        UNION ALL
+        SELECT record->'subject'->>'uri' FROM sluice_stage
+         WHERE collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost') AND record IS NOT NULL
+    ) x WHERE split_part(u, '/', 4) = 'app.bsky.feed.post';
+
+    -- Identity: the newest event with a handle sets users.handle.
+    WITH up AS (
+        INSERT INTO sluice_identity_state (did, ord_ms, ord_seq, handle)
+        SELECT DISTINCT ON (did) did, ord_ms, ord_seq, left(handle, 255)
+          FROM sluice_stage WHERE kind = 'identity' AND handle IS NOT NULL
+         ORDER BY did, ord_ms DESC, ord_seq DESC, op_idx DESC
+        ON CONFLICT (did) DO UPDATE
+           SET ord_ms = excluded.ord_ms, ord_seq = excluded.ord_seq, handle = excluded.handle
+         WHERE (excluded.ord_ms, excluded.ord_seq)
+             > (sluice_identity_state.ord_ms, sluice_identity_state.ord_seq)
+        RETURNING did, handle)
+    UPDATE users u SET handle = up.handle FROM up WHERE u.did = up.did;
+
+    -- Account: the newest event per DID.
+    INSERT INTO sluice_account_status (did, active, status, ord_ms, ord_seq)
+    SELECT DISTINCT ON (did) did, coalesce(active, false), status, ord_ms, ord_seq
+      FROM sluice_stage WHERE kind = 'account'
+     ORDER BY did, ord_ms DESC, ord_seq DESC, op_idx DESC
+    ON CONFLICT (did) DO UPDATE
+       SET active = excluded.active, status = excluded.status,
+           ord_ms = excluded.ord_ms, ord_seq = excluded.ord_seq,
+           updated_at = now() AT TIME ZONE 'UTC'
+     WHERE (excluded.ord_ms, excluded.ord_seq)
+         > (sluice_account_status.ord_ms, sluice_account_status.ord_seq);
+
+    -- Record ops: keep only the last op per URI within the batch ...
+    DELETE FROM sluice_stage s USING sluice_stage t
+     WHERE s.kind IN ('create', 'update', 'delete')
+       AND t.kind IN ('create', 'update', 'delete')
+       AND t.uri = s.uri
+       AND (t.ord_ms, t.ord_seq, t.op_idx, t.ctid) > (s.ord_ms, s.ord_seq, s.op_idx, s.ctid);
+
+    -- ... and only those newer than the stored state. Survivors whose URI
+    -- had no state before are marked status = 'fresh' (nothing to retract).
+    WITH up AS (
+        INSERT INTO sluice_record_state AS r
+               (uri, collection, did, ord_ms, ord_seq, op_idx, deleted, cid,
+                pair, record, created_at, commit_time, commit_seq, commit_rev)
+        SELECT uri, collection, did, ord_ms, ord_seq, op_idx, kind = 'delete', cid,
+               sluice_pair_key(collection, did, record),
+               CASE WHEN sluice_pair_key(collection, did, record) IS NOT NULL THEN record END,
+               created_at, commit_time, commit_seq, commit_rev
+          FROM sluice_stage WHERE kind IN ('create', 'update', 'delete')
+         ORDER BY uri
+        ON CONFLICT (uri) DO UPDATE
+           SET ord_ms = excluded.ord_ms, ord_seq = excluded.ord_seq,
+               op_idx = excluded.op_idx, deleted = excluded.deleted,
+               cid = excluded.cid, pair = excluded.pair, record = excluded.record,
+               created_at = excluded.created_at, commit_time = excluded.commit_time,
+               commit_seq = excluded.commit_seq, commit_rev = excluded.commit_rev
+         WHERE (excluded.ord_ms, excluded.ord_seq, excluded.op_idx)
+             > (r.ord_ms, r.ord_seq, r.op_idx)
+        RETURNING r.uri, (r.xmax = 0) AS fresh),
+    lost AS (
+        DELETE FROM sluice_stage s
+         WHERE s.kind IN ('create', 'update', 'delete')
+           AND NOT EXISTS (SELECT 1 FROM up WHERE up.uri = s.uri))
+    UPDATE sluice_stage s SET status = 'fresh' FROM up
+     WHERE up.fresh AND s.uri = up.uri;
+
+    -- ---- records with a second unique key: reconcile each touched pair
+    -- so that the live record with the smallest URI owns the row.
+    INSERT INTO sluice_pairs (collection, a, b)
+    SELECT DISTINCT collection, split_part(p, ' ', 1), split_part(p, ' ', 2) FROM (
+        SELECT collection, sluice_pair_key(collection, did, record) AS p
+          FROM sluice_stage WHERE kind IN ('create', 'update')
+           AND collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
+                              'app.bsky.graph.follow', 'app.bsky.graph.block',
+                              'app.bsky.graph.listitem')
+        UNION ALL
+        SELECT s.collection, x.user_did || ' ' || x.post_uri FROM sluice_stage s
+          JOIN likes x ON x.uri = s.uri
+         WHERE s.collection = 'app.bsky.feed.like' AND s.status IS DISTINCT FROM 'fresh'
+        UNION ALL
+        SELECT s.collection, x.user_did || ' ' || x.post_uri FROM sluice_stage s
+          JOIN reposts x ON x.uri = s.uri
+         WHERE s.collection = 'app.bsky.feed.repost' AND s.status IS DISTINCT FROM 'fresh'
+        UNION ALL
+        SELECT s.collection, x.follower_did || ' ' || x.following_did FROM sluice_stage s
+          JOIN follows x ON x.uri = s.uri
+         WHERE s.collection = 'app.bsky.graph.follow' AND s.status IS DISTINCT FROM 'fresh'
+        UNION ALL
+        SELECT s.collection, x.blocker_did || ' ' || x.blocked_did FROM sluice_stage s
+          JOIN blocks x ON x.uri = s.uri
+         WHERE s.collection = 'app.bsky.graph.block' AND s.status IS DISTINCT FROM 'fresh'
+        UNION ALL
+        SELECT s.collection, x.list_uri || ' ' || x.subject_did FROM sluice_stage s
+          JOIN list_items x ON x.uri = s.uri
+         WHERE s.collection = 'app.bsky.graph.listitem' AND s.status IS DISTINCT FROM 'fresh'
+    ) x WHERE p IS NOT NULL;
+
+    UPDATE sluice_pairs p SET want = (
+        SELECT min(r.uri) FROM sluice_record_state r
+         WHERE r.collection = p.collection AND r.pair = p.a || ' ' || p.b
+           AND r.pair IS NOT NULL AND NOT r.deleted);
+
+    -- likes
+    WITH gone AS (
+        DELETE FROM likes x USING sluice_pairs p
+         WHERE p.collection = 'app.bsky.feed.like'
+           AND x.user_did = p.a AND x.post_uri = p.b AND x.uri IS DISTINCT FROM p.want
+        RETURNING x.uri, x.user_did, x.post_uri),
+    n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri),
+    t AS (DELETE FROM thread_contexts x USING gone WHERE x.root_author_like_uri = gone.uri),
+    v AS (UPDATE post_viewer_states x SET like_uri = NULL FROM gone
+           WHERE x.post_uri = gone.post_uri AND x.viewer_did = gone.user_did
+             AND x.like_uri = gone.uri)
+    INSERT INTO sluice_delta (uri, likes) SELECT post_uri, -1 FROM gone;
+
+    WITH ins AS (
+        INSERT INTO likes AS x (uri, user_did, post_uri, subject_cid, via, created_at,
+                                commit_time, commit_seq, commit_rev)
+        SELECT r.uri, p.a, p.b, r.record->'subject'->>'cid', r.record->'via', r.created_at,
+               r.commit_time, r.commit_seq, r.commit_rev
+          FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
+         WHERE p.collection = 'app.bsky.feed.like'
+         ORDER BY p.a, p.b
+        ON CONFLICT (user_did, post_uri) DO UPDATE
+           SET uri = excluded.uri, subject_cid = excluded.subject_cid, via = excluded.via,
+               created_at = excluded.created_at, commit_time = excluded.commit_time,
+               commit_seq = excluded.commit_seq, commit_rev = excluded.commit_rev
+         WHERE excluded.uri <= x.uri
+        RETURNING x.uri, x.user_did, x.post_uri, x.created_at, (x.xmax = 0) AS fresh),
+    n AS (
+        INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
+        SELECT i.uri, split_part(i.post_uri, '/', 3), i.user_did, 'like', i.post_uri, r.cid, i.created_at
+          FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
+         WHERE split_part(i.post_uri, '/', 3) <> i.user_did
+         ORDER BY i.uri
+        ON CONFLICT (uri) DO NOTHING),
+    v AS (
+        INSERT INTO post_viewer_states AS x (post_uri, viewer_did, like_uri)
+        SELECT post_uri, user_did, uri FROM ins ORDER BY post_uri, user_did
+        ON CONFLICT (post_uri, viewer_did) DO UPDATE
+           SET like_uri = excluded.like_uri, updated_at = now() AT TIME ZONE 'UTC'
+         WHERE x.like_uri IS DISTINCT FROM excluded.like_uri),
+    t AS (
+        INSERT INTO thread_contexts AS x (post_uri, root_author_like_uri)
+        SELECT i.post_uri, i.uri FROM ins i JOIN posts p ON p.uri = i.post_uri
+         WHERE p.parent_uri IS NOT NULL AND split_part(p.root_uri, '/', 3) = i.user_did
+         ORDER BY i.post_uri
+        ON CONFLICT (post_uri) DO UPDATE
+           SET root_author_like_uri = excluded.root_author_like_uri,
+               updated_at = now() AT TIME ZONE 'UTC')
+    INSERT INTO sluice_delta (uri, likes) SELECT post_uri, 1 FROM ins WHERE fresh;
+
+    -- reposts
+    WITH gone AS (
+        DELETE FROM reposts x USING sluice_pairs p
+         WHERE p.collection = 'app.bsky.feed.repost'
+           AND x.user_did = p.a AND x.post_uri = p.b AND x.uri IS DISTINCT FROM p.want
+        RETURNING x.uri, x.user_did, x.post_uri),
+    n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri),
+    f AS (DELETE FROM feed_items x USING gone WHERE x.uri = gone.uri),
+    v AS (UPDATE post_viewer_states x SET repost_uri = NULL FROM gone
+           WHERE x.post_uri = gone.post_uri AND x.viewer_did = gone.user_did
+             AND x.repost_uri = gone.uri)
+    INSERT INTO sluice_delta (uri, reposts) SELECT post_uri, -1 FROM gone;
+
+    WITH ins AS (
+        INSERT INTO reposts AS x (uri, user_did, post_uri, subject_cid, via, created_at,
+                                  commit_time, commit_seq, commit_rev)
+        SELECT r.uri, p.a, p.b, r.record->'subject'->>'cid', r.record->'via', r.created_at,
+               r.commit_time, r.commit_seq, r.commit_rev
+          FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
+         WHERE p.collection = 'app.bsky.feed.repost'
+         ORDER BY p.a, p.b
+        ON CONFLICT (user_did, post_uri) DO UPDATE
+           SET uri = excluded.uri, subject_cid = excluded.subject_cid, via = excluded.via,
+               created_at = excluded.created_at, commit_time = excluded.commit_time,
+               commit_seq = excluded.commit_seq, commit_rev = excluded.commit_rev
+         WHERE excluded.uri <= x.uri
+        RETURNING x.uri, x.user_did, x.post_uri, x.created_at, (x.xmax = 0) AS fresh),
+    n AS (
+        INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
+        SELECT i.uri, split_part(i.post_uri, '/', 3), i.user_did, 'repost', i.post_uri, r.cid, i.created_at
+          FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
+         WHERE split_part(i.post_uri, '/', 3) <> i.user_did
+         ORDER BY i.uri
+        ON CONFLICT (uri) DO NOTHING),
+    f AS (
+        INSERT INTO feed_items AS x (uri, post_uri, originator_did, type, sort_at, cid, created_at)
+        SELECT i.uri, i.post_uri, i.user_did, 'repost', i.created_at, r.cid, i.created_at
+          FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
+         ORDER BY i.uri
+        ON CONFLICT (uri) DO UPDATE
+           SET post_uri = excluded.post_uri, sort_at = excluded.sort_at, cid = excluded.cid,
+               created_at = excluded.created_at),
+    v AS (
+        INSERT INTO post_viewer_states AS x (post_uri, viewer_did, repost_uri)
+        SELECT post_uri, user_did, uri FROM ins ORDER BY post_uri, user_did
+        ON CONFLICT (post_uri, viewer_did) DO UPDATE
+           SET repost_uri = excluded.repost_uri, updated_at = now() AT TIME ZONE 'UTC'
+         WHERE x.repost_uri IS DISTINCT FROM excluded.repost_uri)
+    INSERT INTO sluice_delta (uri, reposts) SELECT post_uri, 1 FROM ins WHERE fresh;
+
+    -- a viewer state left without like, repost or any flag goes
+    DELETE FROM post_viewer_states x USING sluice_pairs p
+     WHERE p.collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost')
+       AND x.post_uri = p.b AND x.viewer_did = p.a
+       AND x.like_uri IS NULL AND x.repost_uri IS NULL
+       AND NOT (x.bookmarked OR x.thread_muted OR x.reply_disabled
+                OR x.embedding_disabled OR x.pinned);
+
+    -- follows
+    WITH gone AS (
+        DELETE FROM follows x USING sluice_pairs p
+         WHERE p.collection = 'app.bsky.graph.follow'
+           AND x.follower_did = p.a AND x.following_did = p.b AND x.uri IS DISTINCT FROM p.want
+        RETURNING x.uri)
+    DELETE FROM notifications x USING gone WHERE x.uri = gone.uri;
+
+    WITH ins AS (
+        INSERT INTO follows AS x (uri, follower_did, following_did, created_at,
+                                  commit_time, commit_seq, commit_rev)
+        SELECT r.uri, p.a, p.b, r.created_at, r.commit_time, r.commit_seq, r.commit_rev
+          FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
+         WHERE p.collection = 'app.bsky.graph.follow'
+         ORDER BY p.a, p.b
+        ON CONFLICT (follower_did, following_did) DO UPDATE
+           SET uri = excluded.uri, created_at = excluded.created_at,
+               commit_time = excluded.commit_time, commit_seq = excluded.commit_seq,
+               commit_rev = excluded.commit_rev
+         WHERE excluded.uri <= x.uri
+        RETURNING x.uri, x.follower_did, x.following_did, x.created_at)
+    INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
+    SELECT i.uri, i.following_did, i.follower_did, 'follow', NULL, r.cid, i.created_at
+      FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
+     WHERE i.following_did <> i.follower_did
+     ORDER BY i.uri
+    ON CONFLICT (uri) DO NOTHING;
+
+    -- blocks
+    DELETE FROM blocks x USING sluice_pairs p
+     WHERE p.collection = 'app.bsky.graph.block'
+       AND x.blocker_did = p.a AND x.blocked_did = p.b AND x.uri IS DISTINCT FROM p.want;
+
+    INSERT INTO blocks AS x (uri, blocker_did, blocked_did, created_at,
+                             commit_time, commit_seq, commit_rev)
+    SELECT r.uri, p.a, p.b, r.created_at, r.commit_time, r.commit_seq, r.commit_rev
+      FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
+     WHERE p.collection = 'app.bsky.graph.block'
+     ORDER BY p.a, p.b
+    ON CONFLICT (blocker_did, blocked_did) DO UPDATE
+       SET uri = excluded.uri, created_at = excluded.created_at,
+           commit_time = excluded.commit_time, commit_seq = excluded.commit_seq,
+           commit_rev = excluded.commit_rev
+     WHERE excluded.uri <= x.uri;
+
+    -- list items
+    DELETE FROM list_items x USING sluice_pairs p
+     WHERE p.collection = 'app.bsky.graph.listitem'
+       AND x.list_uri = p.a AND x.subject_did = p.b AND x.uri IS DISTINCT FROM p.want;
+
+    INSERT INTO list_items AS x (uri, cid, list_uri, subject_did, created_at)
+    SELECT r.uri, r.cid, p.a, p.b, r.created_at
+      FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
+     WHERE p.collection = 'app.bsky.graph.listitem'
+     ORDER BY p.a, p.b
+    ON CONFLICT (list_uri, subject_did) DO UPDATE
+       SET uri = excluded.uri, cid = excluded.cid, created_at = excluded.created_at
+     WHERE excluded.uri <= x.uri;
+
+    -- ---- posts: retract what a replaced or deleted post produced ...
+    WITH gone AS (
+        DELETE FROM posts x USING sluice_stage s
+         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
+           AND x.uri = s.uri
+        RETURNING x.parent_uri),
+    q AS (
+        DELETE FROM quotes x USING sluice_stage s
+         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
+           AND x.uri = s.uri
+        RETURNING x.quoted_uri),
+    f AS (
+        DELETE FROM feed_items x USING sluice_stage s
+         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
+           AND x.uri = s.uri),
+    n AS (
+        DELETE FROM notifications x USING sluice_stage s
+         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
+           AND x.uri = s.uri),
+    t AS (
+        DELETE FROM thread_contexts x USING sluice_stage s
+         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
+           AND x.post_uri = s.uri)
+    INSERT INTO sluice_delta (uri, replies, quotes)
+    SELECT parent_uri, -1, 0 FROM gone WHERE parent_uri IS NOT NULL
+    UNION ALL
+    SELECT quoted_uri, 0, -1 FROM q;
+
+    -- ... and write the new one.
+    WITH src AS (
+        SELECT s.uri, s.did, s.cid, s.record, s.created_at,
+               s.commit_time, s.commit_seq, s.commit_rev,
+               s.record->'reply'->'parent'->>'uri' AS parent_uri,
+               s.record->'reply'->'root'->>'uri' AS root_uri,
+               q.quoted_uri, q.quoted_cid
+          FROM sluice_stage s
+          LEFT JOIN LATERAL (
+              SELECT CASE s.record->'embed'->>'$type'
+                       WHEN 'app.bsky.embed.record' THEN s.record->'embed'->'record'
+                       WHEN 'app.bsky.embed.recordWithMedia' THEN s.record->'embed'->'record'->'record'
+                     END AS ref) e ON true
+          LEFT JOIN LATERAL (
+              SELECT e.ref->>'uri' AS quoted_uri, e.ref->>'cid' AS quoted_cid
+               WHERE split_part(e.ref->>'uri', '/', 4) = 'app.bsky.feed.post') q ON true
+         WHERE s.collection = 'app.bsky.feed.post' AND s.kind IN ('create', 'update')),
+    ins AS (
+        INSERT INTO posts (uri, cid, author_did, text, langs, parent_uri, parent_cid,
+                           root_uri, root_cid, embed, facets, tags,
+                           has_thread_gate, has_post_gate, created_at,
+                           commit_time, commit_seq, commit_rev)
+        SELECT uri, cid, did, record->>'text', record->'langs', parent_uri,
+               record->'reply'->'parent'->>'cid', root_uri, record->'reply'->'root'->>'cid',
+               record->'embed', record->'facets',
+               CASE WHEN jsonb_typeof(record->'tags') = 'array' THEN record->'tags' ELSE '[]' END,
+               EXISTS (SELECT 1 FROM thread_gates g WHERE g.post_uri = src.uri),
+               EXISTS (SELECT 1 FROM post_gates g WHERE g.post_uri = src.uri),
+               created_at, commit_time, commit_seq, commit_rev
+          FROM src ORDER BY uri
+        ON CONFLICT (uri) DO NOTHING
+        RETURNING uri, parent_uri, root_uri),
+    f AS (
+        INSERT INTO feed_items (uri, post_uri, originator_did, type, sort_at, cid, created_at)
+        SELECT uri, uri, did, 'post', created_at, cid, created_at FROM src ORDER BY uri
+        ON CONFLICT (uri) DO NOTHING),
+    q AS (
+        INSERT INTO quotes (uri, cid, post_uri, quoted_uri, quoted_cid, created_at)
+        SELECT uri, cid, uri, quoted_uri, quoted_cid, created_at FROM src
+         WHERE quoted_uri IS NOT NULL ORDER BY uri
+        ON CONFLICT DO NOTHING
+        RETURNING quoted_uri),
+    n AS (
+        INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
+        SELECT DISTINCT ON (c.uri) c.uri, c.recipient, c.did, c.reason, c.subject, c.cid, c.created_at
+          FROM (
+            SELECT uri, did, cid, created_at, 1 AS prio, 0::bigint AS ord,
+                   split_part(parent_uri, '/', 3) AS recipient, 'reply' AS reason,
+                   parent_uri AS subject
+              FROM src WHERE parent_uri IS NOT NULL
+            UNION ALL
+            SELECT uri, did, cid, created_at, 2, 0,
+                   split_part(quoted_uri, '/', 3), 'quote', quoted_uri
+              FROM src WHERE quoted_uri IS NOT NULL
+            UNION ALL
+            SELECT src.uri, src.did, src.cid, src.created_at, 3, m.ord,
+                   m.v #>> '{}', 'mention', NULL
+              FROM src, LATERAL jsonb_path_query(src.record->'facets',
+                  '$[*].features[*] ? (@."$type" == "app.bsky.richtext.facet#mention").did',
+                  '{}', true) WITH ORDINALITY AS m(v, ord)
+             WHERE src.record ? 'facets') c
+         WHERE c.recipient <> c.did AND c.recipient LIKE 'did:%'
+         ORDER BY c.uri, c.prio, c.ord
+        ON CONFLICT (uri) DO NOTHING),
+    t AS (
+        INSERT INTO thread_contexts AS x (post_uri, root_author_like_uri)
+        SELECT i.uri, l.uri FROM ins i
+          JOIN likes l ON l.post_uri = i.uri AND l.user_did = split_part(i.root_uri, '/', 3)
+         WHERE i.parent_uri IS NOT NULL
+         ORDER BY i.uri
+        ON CONFLICT (post_uri) DO UPDATE
+           SET root_author_like_uri = excluded.root_author_like_uri,
+               updated_at = now() AT TIME ZONE 'UTC')
+    INSERT INTO sluice_delta (uri, replies, quotes)
+    SELECT parent_uri, 1, 0 FROM ins WHERE parent_uri IS NOT NULL
+    UNION ALL
+    SELECT quoted_uri, 0, 1 FROM q;
+
+    -- ---- profile: fields of users; a delete clears them.
+    INSERT INTO users AS u (did, handle, display_name, description, avatar_url,
+                            banner_url, profile_record)
+    SELECT did, 'handle.invalid', left(record->>'displayName', 255), record->>'description',
+           sluice_blob_cid(record->'avatar'), sluice_blob_cid(record->'banner'), record
+      FROM sluice_stage
+     WHERE collection = 'app.bsky.actor.profile' AND kind IN ('create', 'update')
+     ORDER BY did
+    ON CONFLICT (did) DO UPDATE
+       SET display_name = excluded.display_name, description = excluded.description,
+           avatar_url = excluded.avatar_url, banner_url = excluded.banner_url,
+           profile_record = excluded.profile_record;
+
+    UPDATE users u
+       SET display_name = NULL, description = NULL, avatar_url = NULL,
+           banner_url = NULL, profile_record = NULL
+      FROM sluice_stage s
+     WHERE s.collection = 'app.bsky.actor.profile' AND s.kind = 'delete' AND u.did = s.did;
+
+    -- ---- records with a plain URI key: deletes, then upserts.
+    DELETE FROM lists x USING sluice_stage s
+     WHERE s.collection = 'app.bsky.graph.list' AND s.kind = 'delete' AND x.uri = s.uri;
+    INSERT INTO lists AS x (uri, cid, creator_did, name, purpose, description, avatar_url, created_at)
+    SELECT uri, cid, did, left(coalesce(record->>'name', ''), 255),
+           left(coalesce(record->>'purpose', ''), 64), record->>'description',
+           sluice_blob_cid(record->'avatar'), created_at
+      FROM sluice_stage
+     WHERE collection = 'app.bsky.graph.list' AND kind IN ('create', 'update')
+     ORDER BY uri
+    ON CONFLICT (uri) DO UPDATE
+       SET cid = excluded.cid, name = excluded.name, purpose = excluded.purpose,
+           description = excluded.description, avatar_url = excluded.avatar_url,
+           created_at = excluded.created_at;
+
+    DELETE FROM feed_generators x USING sluice_stage s
+     WHERE s.collection = 'app.bsky.feed.generator' AND s.kind = 'delete' AND x.uri = s.uri;
+    INSERT INTO feed_generators AS x (uri, cid, creator_did, did, display_name, description,
+                                      avatar_url, like_count, created_at)
+    SELECT s.uri, s.cid, s.did, coalesce(s.record->>'did', ''),
+           left(coalesce(s.record->>'displayName', ''), 255), s.record->>'description',
+           sluice_blob_cid(s.record->'avatar'),
+           (SELECT count(*) FROM likes l WHERE l.post_uri = s.uri), s.created_at
+      FROM sluice_stage s
+     WHERE s.collection = 'app.bsky.feed.generator' AND s.kind IN ('create', 'update')
+     ORDER BY s.uri
+    ON CONFLICT (uri) DO UPDATE
+       SET cid = excluded.cid, did = excluded.did, display_name = excluded.display_name,
+           description = excluded.description, avatar_url = excluded.avatar_url,
+           created_at = excluded.created_at;
+
+    DELETE FROM starter_packs x USING sluice_stage s
+     WHERE s.collection = 'app.bsky.graph.starterpack' AND s.kind = 'delete' AND x.uri = s.uri;
+    INSERT INTO starter_packs AS x (uri, cid, creator_did, name, description, list_uri, feeds, created_at)
+    SELECT uri, cid, did, left(coalesce(record->>'name', ''), 255), record->>'description',
+           record->>'list',
+           CASE WHEN jsonb_typeof(record->'feeds') = 'array' THEN record->'feeds' ELSE '[]' END,
+           created_at
+      FROM sluice_stage
+     WHERE collection = 'app.bsky.graph.starterpack' AND kind IN ('create', 'update')
+     ORDER BY uri
+    ON CONFLICT (uri) DO UPDATE
+       SET cid = excluded.cid, name = excluded.name, description = excluded.description,
+           list_uri = excluded.list_uri, feeds = excluded.feeds, created_at = excluded.created_at;
+
+    DELETE FROM labeler_services x USING sluice_stage s
+     WHERE s.collection = 'app.bsky.labeler.service' AND s.kind = 'delete' AND x.uri = s.uri;
+    INSERT INTO labeler_services AS x (uri, cid, creator_did, policies, like_count, created_at)
+    SELECT s.uri, s.cid, s.did, coalesce(s.record->'policies', '{}'),
+           (SELECT count(*) FROM likes l WHERE l.post_uri = s.uri), s.created_at
+      FROM sluice_stage s
+     WHERE s.collection = 'app.bsky.labeler.service' AND s.kind IN ('create', 'update')
+     ORDER BY s.uri
+    ON CONFLICT (uri) DO UPDATE
+       SET cid = excluded.cid, policies = excluded.policies, created_at = excluded.created_at;
+
+    -- threadgate and postgate: keyed by the post they guard (same rkey).
+    DELETE FROM thread_gates x USING sluice_stage s
+     WHERE s.collection = 'app.bsky.feed.threadgate' AND s.kind = 'delete'
+       AND x.post_uri = sluice_gate_post(s.uri);
+    INSERT INTO thread_gates AS x (post_uri, owner_did, allow_mentions, allow_following,
+                                   allow_list_members, allow_list_uris, created_at)
+    SELECT sluice_gate_post(uri), did,
+           a IS NULL OR a @> '[{"$type": "app.bsky.feed.threadgate#mentionRule"}]',
+           a IS NULL OR a @> '[{"$type": "app.bsky.feed.threadgate#followingRule"}]',
+           coalesce(a @> '[{"$type": "app.bsky.feed.threadgate#listRule"}]', false),
+           coalesce(jsonb_path_query_array(a,
+               '$[*] ? (@."$type" == "app.bsky.feed.threadgate#listRule").list', '{}', true), '[]'),
+           created_at
+      FROM (SELECT uri, did, created_at,
+                   CASE WHEN jsonb_typeof(record->'allow') = 'array' THEN record->'allow' END AS a
+              FROM sluice_stage
+             WHERE collection = 'app.bsky.feed.threadgate' AND kind IN ('create', 'update')) g
+     ORDER BY 1
+    ON CONFLICT (post_uri) DO UPDATE
+       SET owner_did = excluded.owner_did, allow_mentions = excluded.allow_mentions,
+           allow_following = excluded.allow_following,
+           allow_list_members = excluded.allow_list_members,
+           allow_list_uris = excluded.allow_list_uris, created_at = excluded.created_at,
+           updated_at = now() AT TIME ZONE 'UTC';
+    UPDATE posts p SET has_thread_gate = (s.kind <> 'delete')
+      FROM sluice_stage s
+     WHERE s.collection = 'app.bsky.feed.threadgate' AND p.uri = sluice_gate_post(s.uri)
+       AND p.has_thread_gate IS DISTINCT FROM (s.kind <> 'delete');
+
+    DELETE FROM post_gates x USING sluice_stage s
+     WHERE s.collection = 'app.bsky.feed.postgate' AND s.kind = 'delete'
+       AND x.post_uri = sluice_gate_post(s.uri);
+    INSERT INTO post_gates AS x (post_uri, created_at, embedding_rules)
+    SELECT sluice_gate_post(uri), created_at,
+           jsonb_strip_nulls(jsonb_build_object(
+               'embeddingRules', record->'embeddingRules',
+               'detachedEmbeddingUris', record->'detachedEmbeddingUris'))
+      FROM sluice_stage
+     WHERE collection = 'app.bsky.feed.postgate' AND kind IN ('create', 'update')
+     ORDER BY 1
+    ON CONFLICT (post_uri) DO UPDATE
+       SET created_at = excluded.created_at, embedding_rules = excluded.embedding_rules;
+    UPDATE posts p SET has_post_gate = (s.kind <> 'delete')
+      FROM sluice_stage s
+     WHERE s.collection = 'app.bsky.feed.postgate' AND p.uri = sluice_gate_post(s.uri)
+       AND p.has_post_gate IS DISTINCT FROM (s.kind <> 'delete');
+
+    -- any other collection
+    DELETE FROM generic_records x USING sluice_stage s
+     WHERE s.kind = 'delete' AND x.uri = s.uri
+       AND s.collection NOT IN (
+           'app.bsky.feed.post', 'app.bsky.feed.like', 'app.bsky.feed.repost',
+           'app.bsky.graph.follow', 'app.bsky.graph.block', 'app.bsky.actor.profile',
+           'app.bsky.graph.list', 'app.bsky.graph.listitem', 'app.bsky.feed.generator',
+           'app.bsky.graph.starterpack', 'app.bsky.labeler.service',
+           'app.bsky.feed.threadgate', 'app.bsky.feed.postgate');
+    INSERT INTO generic_records AS x (uri, cid, author_did, record_type, record, created_at)
+    SELECT uri, coalesce(cid, ''), did, left(collection, 255), coalesce(record, '{}'), created_at
+      FROM sluice_stage
+     WHERE kind IN ('create', 'update')
+       AND collection NOT IN (
+           'app.bsky.feed.post', 'app.bsky.feed.like', 'app.bsky.feed.repost',
+           'app.bsky.graph.follow', 'app.bsky.graph.block', 'app.bsky.actor.profile',
+           'app.bsky.graph.list', 'app.bsky.graph.listitem', 'app.bsky.feed.generator',
+           'app.bsky.graph.starterpack', 'app.bsky.labeler.service',
+           'app.bsky.feed.threadgate', 'app.bsky.feed.postgate')
+     ORDER BY uri
+    ON CONFLICT (uri) DO UPDATE
+       SET cid = excluded.cid, record_type = excluded.record_type,
+           record = excluded.record, created_at = excluded.created_at;
+
+    -- ---- counters: summed per URI, applied in URI order.
+    INSERT INTO post_aggregations AS x (post_uri, like_count, repost_count, reply_count, quote_count)
+    SELECT uri, sum(likes), sum(reposts), sum(replies), sum(quotes)
+      FROM sluice_delta WHERE split_part(uri, '/', 4) = 'app.bsky.feed.post'
+     GROUP BY uri ORDER BY uri
+    ON CONFLICT (post_uri) DO UPDATE
+       SET like_count = greatest(0, x.like_count + excluded.like_count),
+           repost_count = greatest(0, x.repost_count + excluded.repost_count),
+           reply_count = greatest(0, x.reply_count + excluded.reply_count),
+           quote_count = greatest(0, x.quote_count + excluded.quote_count),
+           updated_at = now() AT TIME ZONE 'UTC'
+     WHERE excluded.like_count <> 0 OR excluded.repost_count <> 0
+        OR excluded.reply_count <> 0 OR excluded.quote_count <> 0;
+
+    UPDATE feed_generators x SET like_count = greatest(0, x.like_count + d.n)
+      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
+             WHERE split_part(uri, '/', 4) = 'app.bsky.feed.generator'
+             GROUP BY uri HAVING sum(likes) <> 0) d
+     WHERE x.uri = d.uri;
+    UPDATE labeler_services x SET like_count = greatest(0, x.like_count + d.n)
+      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
+             WHERE split_part(uri, '/', 4) = 'app.bsky.labeler.service'
+             GROUP BY uri HAVING sum(likes) <> 0) d
+     WHERE x.uri = d.uri;
+
+    TRUNCATE sluice_stage, sluice_delta, sluice_pairs;
+    RETURN staged;
+END
+$fn$;
