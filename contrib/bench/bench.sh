@@ -92,11 +92,10 @@ done
 pg_pid=$(head -1 "$tmp/pg/postmaster.pid")
 
 rcli() { redis-cli -s "$tmp/redis.sock" "$@"; }
+# psql on database $1 (no variable of its own: sh has no locals)
 psql_db() {
-    db=$1
-    shift
-    "$PGBIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$tmp/pgsock" -U sluice \
-        -d "$db" "$@"
+    PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -q -A -t \
+        -v ON_ERROR_STOP=1 -h "$tmp/pgsock" -U sluice -d "$@"
 }
 db_url() { echo "postgresql:///$1?host=$tmp/pgsock&user=sluice"; }
 
@@ -234,7 +233,7 @@ mkdir "$tmp/copy"
 while read -r t n; do
     [ "$n" -gt 0 ] || continue
     psql_db "$last_db" -c "\\copy $t to '$tmp/copy/$t'"
-    echo "\\copy $t from '$tmp/copy/$t'" >>"$tmp/load.sql"
+    printf '\\copy %s from %s\n' "$t" "'$tmp/copy/$t'" >>"$tmp/load.sql"
 done <"$tmp/rows"
 psql_db postgres -c "drop database if exists bench_copy" -c "create database bench_copy"
 "$BUILD/sluiced" -c "$conf" -s "database_url=$(db_url bench_copy)" \
@@ -243,6 +242,10 @@ c0=$(now)
 psql_db bench_copy -1 -f "$tmp/load.sql"
 c1=$(now)
 copy_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }')
+while read -r t n; do
+    got=$(psql_db bench_copy -c "select count(*) from $t")
+    [ "$got" = "$n" ] || die "COPY ceiling: $t has $got rows after the load, not $n"
+done <"$tmp/rows"
 ceiling=$(awk -v n="$N" -v s="$copy_s" 'BEGIN { printf "%.0f", n / s }')
 
 # ---- live latency ----------------------------------------------------------
