@@ -887,6 +887,20 @@ BEGIN
       FROM sluice_stage s
      WHERE s.collection = 'app.bsky.actor.profile' AND s.kind = 'delete' AND u.did = s.did;
 
+    -- likes of feed generators and labelers (before their rows are
+    -- written below, which count their likes themselves)
+    UPDATE feed_generators x SET like_count = greatest(0, x.like_count + d.n)
+      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
+             WHERE split_part(uri, '/', 4) = 'app.bsky.feed.generator'
+             GROUP BY uri HAVING sum(likes) <> 0) d
+     WHERE x.uri = d.uri;
+    UPDATE labeler_services x SET like_count = greatest(0, x.like_count + d.n)
+      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
+             WHERE split_part(uri, '/', 4) = 'app.bsky.labeler.service'
+             GROUP BY uri HAVING sum(likes) <> 0) d
+     WHERE x.uri = d.uri;
+
+
     -- ---- records with a plain URI key: deletes, then upserts.
     DELETE FROM lists x USING sluice_stage s
      WHERE s.collection = 'app.bsky.graph.list' AND s.kind = 'delete' AND x.uri = s.uri;
@@ -1027,17 +1041,6 @@ BEGIN
            updated_at = now() AT TIME ZONE 'UTC'
      WHERE excluded.like_count <> 0 OR excluded.repost_count <> 0
         OR excluded.reply_count <> 0 OR excluded.quote_count <> 0;
-
-    UPDATE feed_generators x SET like_count = greatest(0, x.like_count + d.n)
-      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
-             WHERE split_part(uri, '/', 4) = 'app.bsky.feed.generator'
-             GROUP BY uri HAVING sum(likes) <> 0) d
-     WHERE x.uri = d.uri;
-    UPDATE labeler_services x SET like_count = greatest(0, x.like_count + d.n)
-      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
-             WHERE split_part(uri, '/', 4) = 'app.bsky.labeler.service'
-             GROUP BY uri HAVING sum(likes) <> 0) d
-     WHERE x.uri = d.uri;
 
     TRUNCATE sluice_stage, sluice_delta, sluice_pairs;
     RETURN staged;
