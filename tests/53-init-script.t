@@ -99,6 +99,18 @@ my ($pid3) = $r->[1] =~ /started \(pid (\d+)\)/;
 ok($pid2 && $pid3 && $pid3 != $pid2 && !kill(0, $pid2) && kill(0, $pid3),
   'restart: a new supervisor replaces the old one');
 $rig->_pidfile_note('proc-daemon', $pid3) if $pid3;
+
+# a daemon killed with SIGKILL leaves its pidfile: status 1, start works
+kill 'KILL', $pid3 if $pid3;
+ok($rig->wait_until(sub { !-d "/proc/$pid3" }, 30), 'daemon killed with SIGKILL');
+$r = $rig->run($init, 'status');
+is($r->[0], 1, 'status with a stale pidfile: 1');
+like($r->[1], qr/not running but \Q$pidfile\E exists/, 'and says so');
+$r = $rig->run($init, 'start');
+is($r->[0], 0, 'start over a stale pidfile: exit 0') or diag($r->[1]);
+my ($pid4) = $r->[1] =~ /started \(pid (\d+)\)/;
+$rig->_pidfile_note('proc-daemon', $pid4) if $pid4;
+ok($pid4 && $pid4 != $pid3 && kill(0, $pid4), 'a new daemon runs');
 is($rig->run($init, 'stop')->[0], 0, 'stopped again');
 $rig->_pidfile_forget('proc-daemon');
 
