@@ -68,7 +68,7 @@ my $SCRIPTS = 0;
 # Run a psql script file against database $db; returns [exit code, output].
 sub psql_script {
     my ($rig, $db, $sql) = @_;
-    my $file = $rig->dir . '/script-' . ++$SCRIPTS . '.sql';
+    my $file = $rig->dir . "/script-$$-" . ++$SCRIPTS . '.sql';
     open my $fh, '>:encoding(UTF-8)', $file or die "$file: $!";
     print $fh $sql;
     close $fh;

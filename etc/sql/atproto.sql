@@ -457,6 +457,7 @@ CREATE OR REPLACE FUNCTION sluice_apply_stage() RETURNS bigint
 LANGUAGE plpgsql AS $fn$
 DECLARE
     staged bigint;
+    staged_gone bigint;
 BEGIN
     IF to_regclass('pg_temp.sluice_delta') IS NULL THEN
         CREATE TEMP TABLE sluice_delta (
@@ -470,7 +471,9 @@ BEGIN
             collection text NOT NULL,
             a text NOT NULL,
             b text NOT NULL,
-            want text
+            want text,
+            had text,
+            recheck boolean NOT NULL DEFAULT false
         ) ON COMMIT DELETE ROWS;
     END IF;
     SELECT count(*) INTO staged FROM sluice_stage;
@@ -590,16 +593,35 @@ BEGIN
          WHERE s.collection = 'app.bsky.graph.listitem' AND s.status IS DISTINCT FROM 'fresh'
     ) x WHERE p IS NOT NULL;
 
-    UPDATE sluice_pairs p SET want = (
-        SELECT min(r.uri) FROM sluice_record_state r
-         WHERE r.collection = p.collection AND r.pair = p.a || ' ' || p.b
-           AND r.pair IS NOT NULL AND NOT r.deleted);
+    -- Each touched pair: the URI that must own its row (the smallest live
+    -- one) and the URI that owns it now (as this snapshot sees it).
+    UPDATE sluice_pairs p SET
+        want = (SELECT min(r.uri) FROM sluice_record_state r
+                 WHERE r.collection = p.collection AND r.pair = p.a || ' ' || p.b
+                   AND r.pair IS NOT NULL AND NOT r.deleted),
+        had = CASE p.collection
+            WHEN 'app.bsky.feed.like' THEN
+                (SELECT x.uri FROM likes x WHERE x.user_did = p.a AND x.post_uri = p.b)
+            WHEN 'app.bsky.feed.repost' THEN
+                (SELECT x.uri FROM reposts x WHERE x.user_did = p.a AND x.post_uri = p.b)
+            WHEN 'app.bsky.graph.follow' THEN
+                (SELECT x.uri FROM follows x WHERE x.follower_did = p.a AND x.following_did = p.b)
+        END;
 
+    -- For each such table, in two passes that each take row locks in pair
+    -- order: first the rows whose owner is no longer live in its pair go
+    -- (deleted, or updated to another subject), then the wanted owner is
+    -- written; a live owner is replaced only by a smaller URI (a concurrent
+    -- session may have written one this snapshot does not see).
     -- likes
     WITH gone AS (
-        DELETE FROM likes x USING sluice_pairs p
-         WHERE p.collection = 'app.bsky.feed.like'
-           AND x.user_did = p.a AND x.post_uri = p.b AND x.uri IS DISTINCT FROM p.want
+        DELETE FROM likes x
+         WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
+                           JOIN likes y ON y.user_did = p.a AND y.post_uri = p.b
+                          WHERE p.collection = 'app.bsky.feed.like'
+                          ORDER BY p.a, p.b FOR UPDATE OF y)
+           AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.feed.like' AND s.pair = x.user_did || ' ' || x.post_uri)
         RETURNING x.uri, x.user_did, x.post_uri),
     n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri),
     t AS (DELETE FROM thread_contexts x USING gone WHERE x.root_author_like_uri = gone.uri),
@@ -609,10 +631,8 @@ BEGIN
     INSERT INTO sluice_delta (uri, likes) SELECT post_uri, -1 FROM gone;
 
     WITH ins AS (
-        INSERT INTO likes AS x (uri, user_did, post_uri, subject_cid, via, created_at,
-                                commit_time, commit_seq, commit_rev)
-        SELECT r.uri, p.a, p.b, r.record->'subject'->>'cid', r.record->'via', r.created_at,
-               r.commit_time, r.commit_seq, r.commit_rev
+        INSERT INTO likes AS x (uri, user_did, post_uri, subject_cid, via, created_at, commit_time, commit_seq, commit_rev)
+        SELECT r.uri, p.a, p.b, r.record->'subject'->>'cid', r.record->'via', r.created_at, r.commit_time, r.commit_seq, r.commit_rev
           FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
          WHERE p.collection = 'app.bsky.feed.like'
          ORDER BY p.a, p.b
@@ -621,7 +641,14 @@ BEGIN
                created_at = excluded.created_at, commit_time = excluded.commit_time,
                commit_seq = excluded.commit_seq, commit_rev = excluded.commit_rev
          WHERE excluded.uri <= x.uri
+            OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.feed.like' AND s.pair = x.user_did || ' ' || x.post_uri)
         RETURNING x.uri, x.user_did, x.post_uri, x.created_at, (x.xmax = 0) AS fresh),
+    old AS (
+        SELECT p.had AS uri FROM ins i
+          JOIN sluice_pairs p ON p.collection = 'app.bsky.feed.like' AND p.a = i.user_did AND p.b = i.post_uri
+         WHERE p.had IS NOT NULL AND p.had <> i.uri),
+    oldn AS (DELETE FROM notifications x USING old WHERE x.uri = old.uri),
     n AS (
         INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
         SELECT i.uri, split_part(i.post_uri, '/', 3), i.user_did, 'like', i.post_uri, r.cid, i.created_at
@@ -642,14 +669,22 @@ BEGIN
          ORDER BY i.post_uri
         ON CONFLICT (post_uri) DO UPDATE
            SET root_author_like_uri = excluded.root_author_like_uri,
-               updated_at = now() AT TIME ZONE 'UTC')
+               updated_at = now() AT TIME ZONE 'UTC'),
+    rc AS (
+        UPDATE sluice_pairs p SET recheck = true FROM ins
+         WHERE NOT ins.fresh AND p.collection = 'app.bsky.feed.like'
+           AND p.a = ins.user_did AND p.b = ins.post_uri)
     INSERT INTO sluice_delta (uri, likes) SELECT post_uri, 1 FROM ins WHERE fresh;
 
     -- reposts
     WITH gone AS (
-        DELETE FROM reposts x USING sluice_pairs p
-         WHERE p.collection = 'app.bsky.feed.repost'
-           AND x.user_did = p.a AND x.post_uri = p.b AND x.uri IS DISTINCT FROM p.want
+        DELETE FROM reposts x
+         WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
+                           JOIN reposts y ON y.user_did = p.a AND y.post_uri = p.b
+                          WHERE p.collection = 'app.bsky.feed.repost'
+                          ORDER BY p.a, p.b FOR UPDATE OF y)
+           AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.feed.repost' AND s.pair = x.user_did || ' ' || x.post_uri)
         RETURNING x.uri, x.user_did, x.post_uri),
     n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri),
     f AS (DELETE FROM feed_items x USING gone WHERE x.uri = gone.uri),
@@ -659,10 +694,8 @@ BEGIN
     INSERT INTO sluice_delta (uri, reposts) SELECT post_uri, -1 FROM gone;
 
     WITH ins AS (
-        INSERT INTO reposts AS x (uri, user_did, post_uri, subject_cid, via, created_at,
-                                  commit_time, commit_seq, commit_rev)
-        SELECT r.uri, p.a, p.b, r.record->'subject'->>'cid', r.record->'via', r.created_at,
-               r.commit_time, r.commit_seq, r.commit_rev
+        INSERT INTO reposts AS x (uri, user_did, post_uri, subject_cid, via, created_at, commit_time, commit_seq, commit_rev)
+        SELECT r.uri, p.a, p.b, r.record->'subject'->>'cid', r.record->'via', r.created_at, r.commit_time, r.commit_seq, r.commit_rev
           FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
          WHERE p.collection = 'app.bsky.feed.repost'
          ORDER BY p.a, p.b
@@ -671,7 +704,15 @@ BEGIN
                created_at = excluded.created_at, commit_time = excluded.commit_time,
                commit_seq = excluded.commit_seq, commit_rev = excluded.commit_rev
          WHERE excluded.uri <= x.uri
+            OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.feed.repost' AND s.pair = x.user_did || ' ' || x.post_uri)
         RETURNING x.uri, x.user_did, x.post_uri, x.created_at, (x.xmax = 0) AS fresh),
+    old AS (
+        SELECT p.had AS uri FROM ins i
+          JOIN sluice_pairs p ON p.collection = 'app.bsky.feed.repost' AND p.a = i.user_did AND p.b = i.post_uri
+         WHERE p.had IS NOT NULL AND p.had <> i.uri),
+    oldn AS (DELETE FROM notifications x USING old WHERE x.uri = old.uri),
+    oldf AS (DELETE FROM feed_items x USING old WHERE x.uri = old.uri),
     n AS (
         INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
         SELECT i.uri, split_part(i.post_uri, '/', 3), i.user_did, 'repost', i.post_uri, r.cid, i.created_at
@@ -692,7 +733,11 @@ BEGIN
         SELECT post_uri, user_did, uri FROM ins ORDER BY post_uri, user_did
         ON CONFLICT (post_uri, viewer_did) DO UPDATE
            SET repost_uri = excluded.repost_uri, updated_at = now() AT TIME ZONE 'UTC'
-         WHERE x.repost_uri IS DISTINCT FROM excluded.repost_uri)
+         WHERE x.repost_uri IS DISTINCT FROM excluded.repost_uri),
+    rc AS (
+        UPDATE sluice_pairs p SET recheck = true FROM ins
+         WHERE NOT ins.fresh AND p.collection = 'app.bsky.feed.repost'
+           AND p.a = ins.user_did AND p.b = ins.post_uri)
     INSERT INTO sluice_delta (uri, reposts) SELECT post_uri, 1 FROM ins WHERE fresh;
 
     -- a viewer state left without like, repost or any flag goes
@@ -705,15 +750,19 @@ BEGIN
 
     -- follows
     WITH gone AS (
-        DELETE FROM follows x USING sluice_pairs p
-         WHERE p.collection = 'app.bsky.graph.follow'
-           AND x.follower_did = p.a AND x.following_did = p.b AND x.uri IS DISTINCT FROM p.want
-        RETURNING x.uri)
-    DELETE FROM notifications x USING gone WHERE x.uri = gone.uri;
+        DELETE FROM follows x
+         WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
+                           JOIN follows y ON y.follower_did = p.a AND y.following_did = p.b
+                          WHERE p.collection = 'app.bsky.graph.follow'
+                          ORDER BY p.a, p.b FOR UPDATE OF y)
+           AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.graph.follow' AND s.pair = x.follower_did || ' ' || x.following_did)
+        RETURNING x.uri, x.follower_did, x.following_did),
+    n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri)
+    SELECT count(*) FROM gone INTO staged_gone;
 
     WITH ins AS (
-        INSERT INTO follows AS x (uri, follower_did, following_did, created_at,
-                                  commit_time, commit_seq, commit_rev)
+        INSERT INTO follows AS x (uri, follower_did, following_did, created_at, commit_time, commit_seq, commit_rev)
         SELECT r.uri, p.a, p.b, r.created_at, r.commit_time, r.commit_seq, r.commit_rev
           FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
          WHERE p.collection = 'app.bsky.graph.follow'
@@ -723,35 +772,74 @@ BEGIN
                commit_time = excluded.commit_time, commit_seq = excluded.commit_seq,
                commit_rev = excluded.commit_rev
          WHERE excluded.uri <= x.uri
-        RETURNING x.uri, x.follower_did, x.following_did, x.created_at)
-    INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
-    SELECT i.uri, i.following_did, i.follower_did, 'follow', NULL, r.cid, i.created_at
-      FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
-     WHERE i.following_did <> i.follower_did
-     ORDER BY i.uri
-    ON CONFLICT (uri) DO NOTHING;
+            OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.graph.follow' AND s.pair = x.follower_did || ' ' || x.following_did)
+        RETURNING x.uri, x.follower_did, x.following_did, x.created_at, (x.xmax = 0) AS fresh),
+    old AS (
+        SELECT p.had AS uri FROM ins i
+          JOIN sluice_pairs p ON p.collection = 'app.bsky.graph.follow' AND p.a = i.follower_did AND p.b = i.following_did
+         WHERE p.had IS NOT NULL AND p.had <> i.uri),
+    oldn AS (DELETE FROM notifications x USING old WHERE x.uri = old.uri),
+    n AS (
+        INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
+        SELECT i.uri, i.following_did, i.follower_did, 'follow', NULL, r.cid, i.created_at
+          FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
+         WHERE i.following_did <> i.follower_did
+         ORDER BY i.uri
+        ON CONFLICT (uri) DO NOTHING),
+    rc AS (
+        UPDATE sluice_pairs p SET recheck = true FROM ins
+         WHERE NOT ins.fresh AND p.collection = 'app.bsky.graph.follow'
+           AND p.a = ins.follower_did AND p.b = ins.following_did)
+    SELECT count(*) FROM ins INTO staged_gone;
+
+    -- A row that a concurrent session had just written, replaced above by
+    -- a smaller URI of the same pair (ON CONFLICT DO UPDATE) without this
+    -- snapshot knowing it: what that record produced goes too.
+    DELETE FROM notifications n
+     USING sluice_pairs p, sluice_record_state r
+     WHERE p.recheck AND r.collection = p.collection AND r.pair = p.a || ' ' || p.b
+       AND r.pair IS NOT NULL AND n.uri = r.uri
+       AND NOT EXISTS (SELECT 1 FROM likes x WHERE x.uri = r.uri)
+       AND NOT EXISTS (SELECT 1 FROM reposts x WHERE x.uri = r.uri)
+       AND NOT EXISTS (SELECT 1 FROM follows x WHERE x.uri = r.uri);
+    DELETE FROM feed_items f
+     USING sluice_pairs p, sluice_record_state r
+     WHERE p.recheck AND p.collection = 'app.bsky.feed.repost'
+       AND r.collection = p.collection AND r.pair = p.a || ' ' || p.b
+       AND r.pair IS NOT NULL AND f.uri = r.uri
+       AND NOT EXISTS (SELECT 1 FROM reposts x WHERE x.uri = r.uri);
 
     -- blocks
-    DELETE FROM blocks x USING sluice_pairs p
-     WHERE p.collection = 'app.bsky.graph.block'
-       AND x.blocker_did = p.a AND x.blocked_did = p.b AND x.uri IS DISTINCT FROM p.want;
+    DELETE FROM blocks x
+     WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
+                       JOIN blocks y ON y.blocker_did = p.a AND y.blocked_did = p.b
+                      WHERE p.collection = 'app.bsky.graph.block'
+                      ORDER BY p.a, p.b FOR UPDATE OF y)
+       AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.graph.block' AND s.pair = x.blocker_did || ' ' || x.blocked_did);
 
-    INSERT INTO blocks AS x (uri, blocker_did, blocked_did, created_at,
-                             commit_time, commit_seq, commit_rev)
+    INSERT INTO blocks AS x (uri, blocker_did, blocked_did, created_at, commit_time, commit_seq, commit_rev)
     SELECT r.uri, p.a, p.b, r.created_at, r.commit_time, r.commit_seq, r.commit_rev
       FROM sluice_pairs p JOIN sluice_record_state r ON r.uri = p.want
      WHERE p.collection = 'app.bsky.graph.block'
      ORDER BY p.a, p.b
     ON CONFLICT (blocker_did, blocked_did) DO UPDATE
        SET uri = excluded.uri, created_at = excluded.created_at,
-           commit_time = excluded.commit_time, commit_seq = excluded.commit_seq,
-           commit_rev = excluded.commit_rev
-     WHERE excluded.uri <= x.uri;
+               commit_time = excluded.commit_time, commit_seq = excluded.commit_seq,
+               commit_rev = excluded.commit_rev
+     WHERE excluded.uri <= x.uri
+        OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.graph.block' AND s.pair = x.blocker_did || ' ' || x.blocked_did);
 
-    -- list items
-    DELETE FROM list_items x USING sluice_pairs p
-     WHERE p.collection = 'app.bsky.graph.listitem'
-       AND x.list_uri = p.a AND x.subject_did = p.b AND x.uri IS DISTINCT FROM p.want;
+    -- list_items
+    DELETE FROM list_items x
+     WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
+                       JOIN list_items y ON y.list_uri = p.a AND y.subject_did = p.b
+                      WHERE p.collection = 'app.bsky.graph.listitem'
+                      ORDER BY p.a, p.b FOR UPDATE OF y)
+       AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.graph.listitem' AND s.pair = x.list_uri || ' ' || x.subject_did);
 
     INSERT INTO list_items AS x (uri, cid, list_uri, subject_did, created_at)
     SELECT r.uri, r.cid, p.a, p.b, r.created_at
@@ -760,7 +848,9 @@ BEGIN
      ORDER BY p.a, p.b
     ON CONFLICT (list_uri, subject_did) DO UPDATE
        SET uri = excluded.uri, cid = excluded.cid, created_at = excluded.created_at
-     WHERE excluded.uri <= x.uri;
+     WHERE excluded.uri <= x.uri
+        OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
+                      AND s.collection = 'app.bsky.graph.listitem' AND s.pair = x.list_uri || ' ' || x.subject_did);
 
     -- ---- posts: retract what a replaced or deleted post produced ...
     WITH gone AS (
