@@ -472,7 +472,7 @@ BEGIN
             a text NOT NULL,
             b text NOT NULL,
             want text,
-            had text,
+            full_check boolean NOT NULL,
             recheck boolean NOT NULL DEFAULT false
         ) ON COMMIT DELETE ROWS;
     END IF;
@@ -564,61 +564,61 @@ BEGIN
 
     -- ---- records with a second unique key: reconcile each touched pair
     -- so that the live record with the smallest URI owns the row.
-    INSERT INTO sluice_pairs (collection, a, b)
-    SELECT DISTINCT collection, split_part(p, ' ', 1), split_part(p, ' ', 2) FROM (
-        SELECT collection, sluice_pair_key(collection, did, record) AS p
+    -- A pair touched only by creates of new URIs gets the smallest of them
+    -- as its candidate owner (the insert below keeps a smaller live owner);
+    -- a pair touched by an update or delete is looked up in full.
+    INSERT INTO sluice_pairs (collection, a, b, want, full_check)
+    SELECT collection, split_part(p, ' ', 1), split_part(p, ' ', 2),
+           min(uri) FILTER (WHERE fresh), bool_or(NOT fresh)
+      FROM (
+        SELECT collection, sluice_pair_key(collection, did, record) AS p, uri,
+               status IS NOT DISTINCT FROM 'fresh' AS fresh
           FROM sluice_stage WHERE kind IN ('create', 'update')
            AND collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
                               'app.bsky.graph.follow', 'app.bsky.graph.block',
                               'app.bsky.graph.listitem')
         UNION ALL
-        SELECT s.collection, x.user_did || ' ' || x.post_uri FROM sluice_stage s
+        SELECT s.collection, x.user_did || ' ' || x.post_uri, NULL, false FROM sluice_stage s
           JOIN likes x ON x.uri = s.uri
          WHERE s.collection = 'app.bsky.feed.like' AND s.status IS DISTINCT FROM 'fresh'
         UNION ALL
-        SELECT s.collection, x.user_did || ' ' || x.post_uri FROM sluice_stage s
+        SELECT s.collection, x.user_did || ' ' || x.post_uri, NULL, false FROM sluice_stage s
           JOIN reposts x ON x.uri = s.uri
          WHERE s.collection = 'app.bsky.feed.repost' AND s.status IS DISTINCT FROM 'fresh'
         UNION ALL
-        SELECT s.collection, x.follower_did || ' ' || x.following_did FROM sluice_stage s
+        SELECT s.collection, x.follower_did || ' ' || x.following_did, NULL, false FROM sluice_stage s
           JOIN follows x ON x.uri = s.uri
          WHERE s.collection = 'app.bsky.graph.follow' AND s.status IS DISTINCT FROM 'fresh'
         UNION ALL
-        SELECT s.collection, x.blocker_did || ' ' || x.blocked_did FROM sluice_stage s
+        SELECT s.collection, x.blocker_did || ' ' || x.blocked_did, NULL, false FROM sluice_stage s
           JOIN blocks x ON x.uri = s.uri
          WHERE s.collection = 'app.bsky.graph.block' AND s.status IS DISTINCT FROM 'fresh'
         UNION ALL
-        SELECT s.collection, x.list_uri || ' ' || x.subject_did FROM sluice_stage s
+        SELECT s.collection, x.list_uri || ' ' || x.subject_did, NULL, false FROM sluice_stage s
           JOIN list_items x ON x.uri = s.uri
          WHERE s.collection = 'app.bsky.graph.listitem' AND s.status IS DISTINCT FROM 'fresh'
-    ) x WHERE p IS NOT NULL;
+    ) x WHERE p IS NOT NULL
+     GROUP BY 1, 2, 3;
 
-    -- Each touched pair: the URI that must own its row (the smallest live
-    -- one) and the URI that owns it now (as this snapshot sees it).
     UPDATE sluice_pairs p SET
         want = (SELECT min(r.uri) FROM sluice_record_state r
                  WHERE r.collection = p.collection AND r.pair = p.a || ' ' || p.b
-                   AND r.pair IS NOT NULL AND NOT r.deleted),
-        had = CASE p.collection
-            WHEN 'app.bsky.feed.like' THEN
-                (SELECT x.uri FROM likes x WHERE x.user_did = p.a AND x.post_uri = p.b)
-            WHEN 'app.bsky.feed.repost' THEN
-                (SELECT x.uri FROM reposts x WHERE x.user_did = p.a AND x.post_uri = p.b)
-            WHEN 'app.bsky.graph.follow' THEN
-                (SELECT x.uri FROM follows x WHERE x.follower_did = p.a AND x.following_did = p.b)
-        END;
+                   AND r.pair IS NOT NULL AND NOT r.deleted)
+     WHERE p.full_check;
 
     -- For each such table, in two passes that each take row locks in pair
     -- order: first the rows whose owner is no longer live in its pair go
     -- (deleted, or updated to another subject), then the wanted owner is
-    -- written; a live owner is replaced only by a smaller URI (a concurrent
-    -- session may have written one this snapshot does not see).
+    -- written; an existing row is replaced only by a smaller URI (so two
+    -- sessions writing one pair at once end with the smaller).
+
     -- likes
     WITH gone AS (
         DELETE FROM likes x
          WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                            JOIN likes y ON y.user_did = p.a AND y.post_uri = p.b
                           WHERE p.collection = 'app.bsky.feed.like'
+                            AND p.full_check
                           ORDER BY p.a, p.b FOR UPDATE OF y)
            AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
                       AND s.collection = 'app.bsky.feed.like' AND s.pair = x.user_did || ' ' || x.post_uri)
@@ -641,14 +641,7 @@ BEGIN
                created_at = excluded.created_at, commit_time = excluded.commit_time,
                commit_seq = excluded.commit_seq, commit_rev = excluded.commit_rev
          WHERE excluded.uri <= x.uri
-            OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.feed.like' AND s.pair = x.user_did || ' ' || x.post_uri)
         RETURNING x.uri, x.user_did, x.post_uri, x.created_at, (x.xmax = 0) AS fresh),
-    old AS (
-        SELECT p.had AS uri FROM ins i
-          JOIN sluice_pairs p ON p.collection = 'app.bsky.feed.like' AND p.a = i.user_did AND p.b = i.post_uri
-         WHERE p.had IS NOT NULL AND p.had <> i.uri),
-    oldn AS (DELETE FROM notifications x USING old WHERE x.uri = old.uri),
     n AS (
         INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
         SELECT i.uri, split_part(i.post_uri, '/', 3), i.user_did, 'like', i.post_uri, r.cid, i.created_at
@@ -682,6 +675,7 @@ BEGIN
          WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                            JOIN reposts y ON y.user_did = p.a AND y.post_uri = p.b
                           WHERE p.collection = 'app.bsky.feed.repost'
+                            AND p.full_check
                           ORDER BY p.a, p.b FOR UPDATE OF y)
            AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
                       AND s.collection = 'app.bsky.feed.repost' AND s.pair = x.user_did || ' ' || x.post_uri)
@@ -704,15 +698,7 @@ BEGIN
                created_at = excluded.created_at, commit_time = excluded.commit_time,
                commit_seq = excluded.commit_seq, commit_rev = excluded.commit_rev
          WHERE excluded.uri <= x.uri
-            OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.feed.repost' AND s.pair = x.user_did || ' ' || x.post_uri)
         RETURNING x.uri, x.user_did, x.post_uri, x.created_at, (x.xmax = 0) AS fresh),
-    old AS (
-        SELECT p.had AS uri FROM ins i
-          JOIN sluice_pairs p ON p.collection = 'app.bsky.feed.repost' AND p.a = i.user_did AND p.b = i.post_uri
-         WHERE p.had IS NOT NULL AND p.had <> i.uri),
-    oldn AS (DELETE FROM notifications x USING old WHERE x.uri = old.uri),
-    oldf AS (DELETE FROM feed_items x USING old WHERE x.uri = old.uri),
     n AS (
         INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
         SELECT i.uri, split_part(i.post_uri, '/', 3), i.user_did, 'repost', i.post_uri, r.cid, i.created_at
@@ -743,7 +729,7 @@ BEGIN
     -- a viewer state left without like, repost or any flag goes
     DELETE FROM post_viewer_states x USING sluice_pairs p
      WHERE p.collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost')
-       AND x.post_uri = p.b AND x.viewer_did = p.a
+       AND p.full_check AND x.post_uri = p.b AND x.viewer_did = p.a
        AND x.like_uri IS NULL AND x.repost_uri IS NULL
        AND NOT (x.bookmarked OR x.thread_muted OR x.reply_disabled
                 OR x.embedding_disabled OR x.pinned);
@@ -754,6 +740,7 @@ BEGIN
          WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                            JOIN follows y ON y.follower_did = p.a AND y.following_did = p.b
                           WHERE p.collection = 'app.bsky.graph.follow'
+                            AND p.full_check
                           ORDER BY p.a, p.b FOR UPDATE OF y)
            AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
                       AND s.collection = 'app.bsky.graph.follow' AND s.pair = x.follower_did || ' ' || x.following_did)
@@ -772,14 +759,7 @@ BEGIN
                commit_time = excluded.commit_time, commit_seq = excluded.commit_seq,
                commit_rev = excluded.commit_rev
          WHERE excluded.uri <= x.uri
-            OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.graph.follow' AND s.pair = x.follower_did || ' ' || x.following_did)
         RETURNING x.uri, x.follower_did, x.following_did, x.created_at, (x.xmax = 0) AS fresh),
-    old AS (
-        SELECT p.had AS uri FROM ins i
-          JOIN sluice_pairs p ON p.collection = 'app.bsky.graph.follow' AND p.a = i.follower_did AND p.b = i.following_did
-         WHERE p.had IS NOT NULL AND p.had <> i.uri),
-    oldn AS (DELETE FROM notifications x USING old WHERE x.uri = old.uri),
     n AS (
         INSERT INTO notifications (uri, recipient_did, author_did, reason, reason_subject, cid, created_at)
         SELECT i.uri, i.following_did, i.follower_did, 'follow', NULL, r.cid, i.created_at
@@ -793,9 +773,9 @@ BEGIN
            AND p.a = ins.follower_did AND p.b = ins.following_did)
     SELECT count(*) FROM ins INTO staged_gone;
 
-    -- A row that a concurrent session had just written, replaced above by
-    -- a smaller URI of the same pair (ON CONFLICT DO UPDATE) without this
-    -- snapshot knowing it: what that record produced goes too.
+    -- An owner replaced above by a smaller URI of the same pair (ON
+    -- CONFLICT DO UPDATE: a duplicate applied after it, or a row a
+    -- concurrent session had just written): what it produced goes too.
     DELETE FROM notifications n
      USING sluice_pairs p, sluice_record_state r
      WHERE p.recheck AND r.collection = p.collection AND r.pair = p.a || ' ' || p.b
@@ -815,6 +795,7 @@ BEGIN
      WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                        JOIN blocks y ON y.blocker_did = p.a AND y.blocked_did = p.b
                       WHERE p.collection = 'app.bsky.graph.block'
+                        AND p.full_check
                       ORDER BY p.a, p.b FOR UPDATE OF y)
        AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
                       AND s.collection = 'app.bsky.graph.block' AND s.pair = x.blocker_did || ' ' || x.blocked_did);
@@ -828,15 +809,14 @@ BEGIN
        SET uri = excluded.uri, created_at = excluded.created_at,
                commit_time = excluded.commit_time, commit_seq = excluded.commit_seq,
                commit_rev = excluded.commit_rev
-     WHERE excluded.uri <= x.uri
-        OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.graph.block' AND s.pair = x.blocker_did || ' ' || x.blocked_did);
+     WHERE excluded.uri <= x.uri;
 
     -- list_items
     DELETE FROM list_items x
      WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                        JOIN list_items y ON y.list_uri = p.a AND y.subject_did = p.b
                       WHERE p.collection = 'app.bsky.graph.listitem'
+                        AND p.full_check
                       ORDER BY p.a, p.b FOR UPDATE OF y)
        AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
                       AND s.collection = 'app.bsky.graph.listitem' AND s.pair = x.list_uri || ' ' || x.subject_did);
@@ -848,9 +828,7 @@ BEGIN
      ORDER BY p.a, p.b
     ON CONFLICT (list_uri, subject_did) DO UPDATE
        SET uri = excluded.uri, cid = excluded.cid, created_at = excluded.created_at
-     WHERE excluded.uri <= x.uri
-        OR NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.graph.listitem' AND s.pair = x.list_uri || ' ' || x.subject_did);
+     WHERE excluded.uri <= x.uri;
 
     -- ---- posts: retract what a replaced or deleted post produced ...
     WITH gone AS (
