@@ -1,6 +1,5 @@
 /*
- * json.h: the JSON helpers both the sinks use, on top of cJSON (chosen by
- * measurement: contrib/json-choice/).
+ * json.h: the JSON helpers both the sinks use, on top of cJSON.
  *
  * PostgreSQL rejects NUL in text and jsonb, and cJSON's strings are
  * NUL-terminated, so "\u0000" escapes are removed from the JSON text before

@@ -334,6 +334,7 @@ sub run {
 sub _clean_env {
     delete @ENV{qw(REDIS_URL DATABASE_URL REDIS_STREAM_KEY REDIS_CONSUMER_GROUP
       CONSUMER_ID PARALLEL_CONSUMERS BATCH_SIZE DB_POOL_SIZE LOG_LEVEL)};
+    delete $ENV{$_} for grep { /^SLUICE_/ && $_ ne 'SLUICE_BUILD' } keys %ENV;
 }
 
 # Poll $cond every 50 ms until true or $timeout seconds pass.
