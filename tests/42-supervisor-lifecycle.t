@@ -5,6 +5,10 @@
 # and a new supervisor starts over the stale segment and pidfile; -d
 # detaches; workers that all refuse the configuration make sluiced exit
 # 78; `user` drops privileges; QUIT stops at once.
+#
+# prove -j runs other supervisor tests beside this one, with workers of
+# their own: every check here looks only at this test's processes (the
+# children of its supervisors, or titles with its own consumer_id).
 use strict;
 use warnings;
 use lib 'tests/lib';
@@ -17,7 +21,10 @@ my $stream = 'firehose:events';
 my $group = 'firehose-processors';
 my $shm = "/sluice-t42-$$";
 my $pidfile = $rig->dir . '/sluiced.pid';
+# Workers are titled "sluiced: worker CONSUMER_ID-n": unique to this test.
+my $cid = "t42-$$";
 my %base = (
+    consumer_id        => $cid,
     sink               => 'raw',
     parallel_consumers => 3,
     batch_size         => 200,
@@ -67,6 +74,13 @@ sub workers_of {
     return grep { $p->{$_}[0] == $ppid } keys %$p;
 }
 
+# This test's workers, whoever their parent is now.
+sub our_workers { scalar(keys %{ procs_titled("sluiced: worker $cid-") }) }
+
+# Of @pids, those that still exist, zombies included: a supervisor that
+# reaped its workers before exiting leaves none of them behind.
+sub still_there { grep { kill 0, $_ } @_ }
+
 my $next_seq = 1;
 sub add_entries {
     my ($n) = @_;
@@ -107,6 +121,7 @@ like($r->[1], qr/stats segment \Q$shm\E belongs to a running sluiced/,
 
 add_entries(20000);
 ok($rig->wait_until(sub { rows() > 500 }, 60), 'consuming');
+my @workers = workers_of($sup);
 kill 'TERM', $sup;
 my $st = $rig->wait_exit($sup, 60);
 is($st, 0, 'exit status 0 after SIGTERM under load');
@@ -120,7 +135,9 @@ is(rows(), $g->{'entries-read'},
     'every entry the group delivered is committed (rows == entries-read)');
 ok(!-e $pidfile, 'the pidfile is removed');
 ok(!-e "/dev/shm$shm", 'the stats segment is removed');
-is(scalar(keys %{ procs_titled('sluiced: worker ') }), 0, 'no worker left');
+is(scalar(still_there(@workers)), 0,
+    'no worker left: the supervisor reaped every one before exiting');
+is(our_workers(), 0, 'and none was started behind its back');
 
 # ---- kill -9 of the supervisor -----------------------------------------------------
 
@@ -131,7 +148,7 @@ kill 'KILL', $sup;
 $rig->wait_exit($sup, 10);
 ok($rig->wait_until(sub { !grep { kill 0, $_ } @orphans }, 30),
     'the workers of a killed supervisor exit');
-like($rig->log_text('sluiced2'), qr/worker test-\d stopped/,
+like($rig->log_text('sluiced2'), qr/worker \Q$cid\E-\d stopped/,
     'they stop gracefully');
 ok(-e "/dev/shm$shm", 'the killed supervisor left its segment');
 ok(-e $pidfile, 'and its pidfile');
@@ -146,10 +163,13 @@ ok($rig->wait_until(sub { rows() == 20000 && group()->{pending} == 0 }, 180),
 
 # ---- QUIT -----------------------------------------------------------------------------
 
+@workers = workers_of($sup);
 kill 'QUIT', $sup;
 $st = $rig->wait_exit($sup, 30);
 is($st, 0, 'SIGQUIT: sluiced exits at once with 0');
-is(scalar(keys %{ procs_titled('sluiced: worker ') }), 0, 'no worker left after QUIT');
+is(scalar(still_there(@workers)), 0,
+    'no worker left after QUIT: the supervisor reaped every one before exiting');
+is(our_workers(), 0, 'and none was started behind its back');
 
 # ---- -d -------------------------------------------------------------------------------
 
@@ -179,7 +199,7 @@ like($r->[1], qr/refuses the configuration; not restarting it/,
     'the supervisor says the worker refused the configuration');
 like($r->[1], qr/no worker can run with this configuration/,
     'and why it exits');
-my @starts = $r->[1] =~ /started worker test-1 /g;
+my @starts = $r->[1] =~ /started worker \Q$cid\E-1 /g;
 is(scalar(@starts), 1, 'the refusing worker was not restarted in a loop');
 
 # ---- user = nobody ---------------------------------------------------------------------------
