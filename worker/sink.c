@@ -6,9 +6,11 @@
 #include "shared/pg_conn.h"
 #include "worker/sink.h"
 
+extern const struct sink_type sink_atproto_type;
 extern const struct sink_type sink_raw_type;
 
 static const struct sink_type *const sink_types[] = {
+    &sink_atproto_type,
     &sink_raw_type,
 };
 
