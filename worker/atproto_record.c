@@ -320,6 +320,21 @@ link_object(const char *cid)
     return o;
 }
 
+/* Put replacement in item's place under item's key (cJSON's replace by
+ * pointer keeps no key). 0, or -1 (memory: replacement is freed). */
+static int
+replace_member(cJSON *parent, cJSON *item, cJSON *replacement)
+{
+    replacement->string = strdup(item->string);
+    if (replacement->string == NULL) {
+        cJSON_Delete(replacement);
+        return -1;
+    }
+    replacement->type &= ~cJSON_StringIsConst;
+    cJSON_ReplaceItemViaPointer(parent, item, replacement);
+    return 0;
+}
+
 /* The keys whose value is a blob (a bare CID or a bare link there is a
  * blob's reference). */
 static int
@@ -338,17 +353,15 @@ ref_normalize(cJSON *obj)
 
     if (cJSON_IsString(ref)) {
         cJSON *l = link_object(ref->valuestring);
-        if (l == NULL)
+        if (l == NULL || replace_member(obj, ref, l) < 0)
             return -1;
-        cJSON_ReplaceItemViaPointer(obj, ref, l);
     } else if (cJSON_IsObject(ref)) {
         cJSON *link = cJSON_GetObjectItemCaseSensitive(ref, "link");
         if (cJSON_IsString(link) &&
             cJSON_GetObjectItemCaseSensitive(ref, "$link") == NULL) {
             cJSON *l = link_object(link->valuestring);
-            if (l == NULL)
+            if (l == NULL || replace_member(obj, ref, l) < 0)
                 return -1;
-            cJSON_ReplaceItemViaPointer(obj, ref, l);
         }
     }
     return 0;
@@ -383,8 +396,7 @@ bare_blob_normalize(cJSON *parent, cJSON *item)
         return -1;
     }
     cJSON_AddItemToObject(blob, "ref", l);
-    cJSON_ReplaceItemViaPointer(parent, item, blob);
-    return 1;
+    return replace_member(parent, item, blob) < 0 ? -1 : 1;
 }
 
 static int
