@@ -457,6 +457,7 @@ CREATE OR REPLACE FUNCTION sluice_apply_stage() RETURNS bigint
 LANGUAGE plpgsql AS $fn$
 DECLARE
     staged bigint;
+    dup record;
     staged_gone bigint;
 BEGIN
     IF to_regclass('pg_temp.sluice_delta') IS NULL THEN
@@ -776,19 +777,31 @@ BEGIN
     -- An owner replaced above by a smaller URI of the same pair (ON
     -- CONFLICT DO UPDATE: a duplicate applied after it, or a row a
     -- concurrent session had just written): what it produced goes too.
-    DELETE FROM notifications n
-     USING sluice_pairs p, sluice_record_state r
-     WHERE p.recheck AND r.collection = p.collection AND r.pair = p.a || ' ' || p.b
-       AND r.pair IS NOT NULL AND n.uri = r.uri
-       AND NOT EXISTS (SELECT 1 FROM likes x WHERE x.uri = r.uri)
-       AND NOT EXISTS (SELECT 1 FROM reposts x WHERE x.uri = r.uri)
-       AND NOT EXISTS (SELECT 1 FROM follows x WHERE x.uri = r.uri);
-    DELETE FROM feed_items f
-     USING sluice_pairs p, sluice_record_state r
-     WHERE p.recheck AND p.collection = 'app.bsky.feed.repost'
-       AND r.collection = p.collection AND r.pair = p.a || ' ' || p.b
-       AND r.pair IS NOT NULL AND f.uri = r.uri
-       AND NOT EXISTS (SELECT 1 FROM reposts x WHERE x.uri = r.uri);
+    -- Such pairs are rare: they are walked one URI at a time, through the
+    -- pair index (a join here would be planned on the temp table's
+    -- unknown size and could scan the whole state table).
+    IF EXISTS (SELECT 1 FROM sluice_pairs WHERE recheck) THEN
+        FOR dup IN
+            SELECT r.uri, r.collection
+              FROM sluice_pairs p
+             CROSS JOIN LATERAL (
+                   SELECT s.uri, s.collection FROM sluice_record_state s
+                    WHERE s.collection = p.collection AND s.pair = p.a || ' ' || p.b
+                      AND s.pair IS NOT NULL
+                   OFFSET 0) r
+             WHERE p.recheck
+             ORDER BY r.uri
+        LOOP
+            IF NOT EXISTS (SELECT 1 FROM likes x WHERE x.uri = dup.uri)
+               AND NOT EXISTS (SELECT 1 FROM reposts x WHERE x.uri = dup.uri)
+               AND NOT EXISTS (SELECT 1 FROM follows x WHERE x.uri = dup.uri) THEN
+                DELETE FROM notifications WHERE uri = dup.uri;
+                IF dup.collection = 'app.bsky.feed.repost' THEN
+                    DELETE FROM feed_items WHERE uri = dup.uri;
+                END IF;
+            END IF;
+        END LOOP;
+    END IF;
 
     -- blocks
     DELETE FROM blocks x
