@@ -32,6 +32,11 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 
 my $PGBIN = '/usr/lib/postgresql/15/bin';
+# The first line of an ASan, LeakSanitizer or UBSan report (or of a
+# sanitizer that could not run its check).
+my $SAN_REPORT = join '|', 'ERROR: (?:Address|Leak)Sanitizer',
+  'runtime error:', 'Sanitizer has encountered a fatal error';
+$SAN_REPORT = qr/$SAN_REPORT/;
 my @RIGS;    # live rigs, for the signal handlers and END
 
 sub new {
@@ -49,6 +54,10 @@ sub new {
     $self->{dir} = tempdir('sluice-test-XXXXXX', TMPDIR => 1, CLEANUP => 0);
     chmod 0755, $self->{dir};
     mkdir "$self->{dir}/pids";
+    # Sanitizer reports of every process the rig starts (finish() reads
+    # them): writable by all, as sluiced may run as `nobody`.
+    mkdir "$self->{dir}/san";
+    chmod 01777, "$self->{dir}/san";
     push @RIGS, $self;
     $self->_install_signal_handlers;
     $self->_start_watchdog;
@@ -323,18 +332,42 @@ sub run {
     if ($pid == 0) {
         open STDERR, '>&', \*STDOUT;
         _clean_env();
+        $self->_sanitizer_env;
         exec @cmd or POSIX::_exit(127);
     }
     local $/;
     $out = <$fh> // '';
     close $fh;
-    return [$? >> 8, $out, $?];
+    my $st = $?;
+    # UBSan writes to stderr whatever log_path says: keep what it reported
+    # in the output for finish().
+    if ($out =~ /^(.*$SAN_REPORT.*)$/m) {
+        my @lines = split /\n/, substr($out, $-[0]);
+        $#lines = 19 if @lines > 20;
+        push @{ $self->{run_reports} },
+          "run: @cmd:\n" . join('', map { "$_\n" } @lines);
+    }
+    return [$st >> 8, $out, $st];
 }
 
 sub _clean_env {
     delete @ENV{qw(REDIS_URL DATABASE_URL REDIS_STREAM_KEY REDIS_CONSUMER_GROUP
       CONSUMER_ID PARALLEL_CONSUMERS BATCH_SIZE DB_POOL_SIZE LOG_LEVEL)};
     delete $ENV{$_} for grep { /^SLUICE_/ && $_ ne 'SLUICE_BUILD' } keys %ENV;
+}
+
+# In a child about to exec: ASan and LeakSanitizer write their reports
+# to DIR/san/asan.PID instead of stderr, so that a report reaches finish()
+# whatever became of the process's stderr (/dev/null in a daemon that
+# detached: -d, the init script). UBSan, linked beside ASan, ignores
+# log_path and keeps writing to stderr; its reports are found in the logs
+# and run() outputs, with a stack. Options already set are kept.
+sub _sanitizer_env {
+    my ($self) = @_;
+    $ENV{ASAN_OPTIONS} = join ':', grep { defined $_ && length $_ }
+      $ENV{ASAN_OPTIONS}, "log_path=$self->{dir}/san/asan";
+    $ENV{UBSAN_OPTIONS} = join ':', grep { defined $_ && length $_ }
+      $ENV{UBSAN_OPTIONS}, 'print_stacktrace=1';
 }
 
 # Poll $cond every 50 ms until true or $timeout seconds pass.
@@ -349,21 +382,24 @@ sub wait_until {
     return 0;
 }
 
-# The sanitizer check and cleanup: one TAP test that no log holds an
-# ASan/UBSan report, then everything is stopped and removed.
+# The sanitizer check and cleanup: one TAP test that no process the rig
+# started left an ASan/UBSan report (in DIR/san, in a spawn() log or in
+# the output of run(): UBSan ignores log_path), then everything is
+# stopped and removed. A report is shown with its first lines.
 sub finish {
     my ($self) = @_;
-    my @bad;
-    for my $log (@{ $self->{logs} }) {
+    my @bad = @{ $self->{run_reports} // [] };
+    my @files = (@{ $self->{logs} }, sort glob "$self->{dir}/san/*");
+    for my $log (@files) {
         open my $fh, '<', $log or next;
+        my ($at, @report);
         while (my $l = <$fh>) {
-            if ($l =~ /ERROR: (Address|Leak)Sanitizer|runtime error:/) {
-                push @bad, "$log: $l";
-                last;
-            }
+            $at //= $l if $l =~ $SAN_REPORT;
+            push @report, $l if defined $at && @report < 20;
         }
+        push @bad, "$log:\n" . join('', @report) if defined $at;
     }
-    ok(!@bad, 'no sanitizer reports in the logs of sluice processes')
+    ok(!@bad, 'no sanitizer reports from the processes the rig started')
       or diag(join '', @bad);
     $self->cleanup;
 }
@@ -403,6 +439,7 @@ sub _fork_exec {
         open STDOUT, '>>', $log or POSIX::_exit(127);
         open STDERR, '>&', \*STDOUT;
         _clean_env();
+        $self->_sanitizer_env;
         exec @cmd or POSIX::_exit(127);
     }
     return $pid;
