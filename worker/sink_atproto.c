@@ -647,7 +647,8 @@ atp_on_connect(struct sink *sink, PGconn *conn, char *err, size_t errlen)
 
     (void)sink;
     res = PQexec(conn, "CREATE TEMP TABLE IF NOT EXISTS sluice_stage "
-                       "(LIKE sluice_stage_template INCLUDING DEFAULTS)");
+                       "(LIKE sluice_stage_template INCLUDING DEFAULTS) "
+                       "ON COMMIT DELETE ROWS");
     r = sink_result_of_pg(conn, res, err, errlen);
     PQclear(res);
     if (r != SINK_OK) {

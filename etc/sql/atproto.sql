@@ -355,7 +355,9 @@ CREATE INDEX IF NOT EXISTS idx_generic_records_created_at ON generic_records (cr
 
 -- The staging contract (see the sink): each session works in its own
 -- `CREATE TEMP TABLE sluice_stage (LIKE sluice_stage_template INCLUDING
--- DEFAULTS)`; this table itself stays empty.
+-- DEFAULTS) ON COMMIT DELETE ROWS` (without ON COMMIT DELETE ROWS it
+-- works too, but keeps the dead rows of every batch until the session
+-- ends); this table itself stays empty.
 CREATE TABLE IF NOT EXISTS sluice_stage_template (
     ord_ms bigint NOT NULL,
     ord_seq bigint NOT NULL,
@@ -1123,7 +1125,14 @@ BEGIN
      WHERE excluded.like_count <> 0 OR excluded.repost_count <> 0
         OR excluded.reply_count <> 0 OR excluded.quote_count <> 0;
 
-    TRUNCATE sluice_stage, sluice_delta, sluice_pairs;
+    -- DELETE, not TRUNCATE: a truncation gives the tables new files, and
+    -- that invalidates every plan this function has cached, so each batch
+    -- would plan all its statements again (~35 ms a batch). The sink's
+    -- sluice_stage and the two tables above are ON COMMIT DELETE ROWS,
+    -- which empties them in place at commit, dead rows included.
+    DELETE FROM sluice_stage;
+    DELETE FROM sluice_delta;
+    DELETE FROM sluice_pairs;
     RETURN staged;
 END
 $fn$;
