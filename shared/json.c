@@ -26,9 +26,18 @@ utf8_valid(const char *buf, size_t len, size_t *bad_at)
         uint32_t cp;
 
         if (c < 0x80) {
+            uint64_t w;
             if (c == 0)
                 goto bad;
             i++;
+            /* ASCII runs eight bytes at a time: no high bit, no NUL */
+            while (len - i >= 8) {
+                memcpy(&w, s + i, 8);
+                if ((w & 0x8080808080808080ULL) != 0 ||
+                    ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL))
+                    break;
+                i += 8;
+            }
             continue;
         }
         if (c >= 0xc2 && c <= 0xdf) {
@@ -69,10 +78,14 @@ json_strip_nul_escapes(const char *text, size_t len, char *out)
     size_t i = 0;
 
     while (i < len) {
-        if (text[i] != '\\') {
-            out[o++] = text[i++];
-            continue;
-        }
+        const char *bs = memchr(text + i, '\\', len - i);
+        size_t run = bs != NULL ? (size_t)(bs - text) - i : len - i;
+
+        memcpy(out + o, text + i, run);
+        o += run;
+        i += run;
+        if (i == len)
+            break;
         /* An escape: two bytes at least. Only \u0000 is dropped; any
          * other escape (an escaped backslash included) is copied whole so
          * that the byte after it is never mistaken for a new escape. */
@@ -115,8 +128,8 @@ json_parse(const char *text, size_t len, char *reason, size_t reasonlen)
     clean_len = json_strip_nul_escapes(text, len, clean);
     tree = cJSON_ParseWithLengthOpts(clean, clean_len, &end, 0);
     if (tree == NULL) {
-        size_t at = end != NULL && end >= clean ? (size_t)(end - clean)
-                                                : clean_len;
+        size_t at =
+            end != NULL && end >= clean ? (size_t)(end - clean) : clean_len;
         if (clean_len == 0)
             snprintf(reason, reasonlen, "not JSON (empty)");
         else
@@ -131,8 +144,10 @@ json_parse(const char *text, size_t len, char *reason, size_t reasonlen)
                                   clean[at] == '\n' || clean[at] == '\r'))
             at++;
         if (at < clean_len) {
-            snprintf(reason, reasonlen, "not JSON near byte %zu (trailing "
-                                        "data)", at);
+            snprintf(reason, reasonlen,
+                     "not JSON near byte %zu (trailing "
+                     "data)",
+                     at);
             cJSON_Delete(tree);
             free(clean);
             return NULL;

@@ -193,6 +193,16 @@ digits(const char **p, int n, int *out)
     return 0;
 }
 
+/* n decimal digits of v, zero-padded, at out. */
+static void
+put_digits(char *out, unsigned v, int n)
+{
+    while (n-- > 0) {
+        out[n] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 /* Write seconds-since-epoch + microseconds as UTC text. -1 outside years
  * 1..9999. */
 static int
@@ -208,8 +218,20 @@ format_utc(int64_t secs, int usec, char *out)
     date_of_days(days, &y, &m, &d);
     if (y < 1 || y > 9999)
         return -1;
-    snprintf(out, ATP_TIME_LEN, "%04d-%02d-%02d %02d:%02d:%02d.%06d", (int)y, m,
-             d, (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), usec);
+    put_digits(out, (unsigned)y, 4);
+    out[4] = '-';
+    put_digits(out + 5, (unsigned)m, 2);
+    out[7] = '-';
+    put_digits(out + 8, (unsigned)d, 2);
+    out[10] = ' ';
+    put_digits(out + 11, (unsigned)(rem / 3600), 2);
+    out[13] = ':';
+    put_digits(out + 14, (unsigned)(rem / 60 % 60), 2);
+    out[16] = ':';
+    put_digits(out + 17, (unsigned)(rem % 60), 2);
+    out[19] = '.';
+    put_digits(out + 20, (unsigned)usec, 6);
+    out[26] = '\0';
     return 0;
 }
 

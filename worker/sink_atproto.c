@@ -103,7 +103,7 @@ abuf_free(struct abuf *b)
     b->len = b->cap = 0;
 }
 
-/* ---- COPY text format ------------------------------------------------------
+/* ---- COPY text format --------------------------------------------------
  * Columns separated by tabs, rows ended by newlines, NULL as \N; a
  * backslash, tab, newline or carriage return inside a value is escaped. */
 
@@ -118,36 +118,46 @@ col_sep(struct abuf *b, int first)
     return 0;
 }
 
+/* 1 for the bytes COPY's text format needs escaped. */
+static const unsigned char copy_special[256] = {
+    ['\\'] = 1,
+    ['\t'] = 1,
+    ['\n'] = 1,
+    ['\r'] = 1,
+};
+
 static int
 col_text(struct abuf *b, int first, const char *s, size_t len)
 {
     char *w;
+    size_t i = 0;
 
     if (col_sep(b, first) < 0 || abuf_reserve(b, 2 * len + 2) < 0)
         return -1;
     w = b->p + b->len;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        switch (c) {
-        case '\\':
-            *w++ = '\\';
-            *w++ = '\\';
+    while (i < len) {
+        size_t run = i;
+        while (run < len && !copy_special[(unsigned char)s[run]])
+            run++;
+        memcpy(w, s + i, run - i);
+        w += run - i;
+        if (run == len)
             break;
+        *w++ = '\\';
+        switch (s[run]) {
         case '\t':
-            *w++ = '\\';
             *w++ = 't';
             break;
         case '\n':
-            *w++ = '\\';
             *w++ = 'n';
             break;
         case '\r':
-            *w++ = '\\';
             *w++ = 'r';
             break;
         default:
-            *w++ = c;
+            *w++ = '\\';
         }
+        i = run + 1;
     }
     b->len = (size_t)(w - b->p);
     return 0;
@@ -171,9 +181,13 @@ static int
 col_u64(struct abuf *b, int first, uint64_t v)
 {
     char num[24];
-    int n = snprintf(num, sizeof(num), "%" PRIu64, v);
+    size_t n = sizeof(num);
 
-    return col_text(b, first, num, (size_t)n);
+    do {
+        num[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return col_text(b, first, num + n, sizeof(num) - n);
 }
 
 static int
@@ -208,8 +222,7 @@ col_nulls(struct abuf *b, int n)
     return 0;
 }
 
-/* ---- decoding --------------------------------------------------------------
- */
+/* ---- decoding ---------------------------------------------------------- */
 
 /* Print a record as compact JSON into s->json (NUL-terminated). 0 or -1. */
 static int
@@ -255,7 +268,8 @@ stage_op(struct atp_sink *s, const struct entry_ctx *cx, unsigned op_idx,
     struct abuf *b = &s->arena;
     char collection[320], uri[ATP_URI_MAX + 1], created[ATP_TIME_LEN];
     const char *at;
-    int n;
+    size_t did_len;
+    char *w;
 
     if (!atp_nsid_valid(coll, coll_len)) {
         snprintf(reason, reasonlen, "op %u: collection '%.*s' is not an NSID",
@@ -269,19 +283,25 @@ stage_op(struct atp_sink *s, const struct entry_ctx *cx, unsigned op_idx,
     }
     memcpy(collection, coll, coll_len);
     collection[coll_len] = '\0';
-    n = snprintf(uri, sizeof(uri), "at://%s/%s/%.*s", cx->did, collection,
-                 (int)rkey_len, rkey);
-    if (n < 0 || (size_t)n >= sizeof(uri)) {
+    did_len = strlen(cx->did);
+    if (5 + did_len + 1 + coll_len + 1 + rkey_len > ATP_URI_MAX) {
         snprintf(reason, reasonlen, "op %u: the record URI is longer than %d",
                  op_idx, ATP_URI_MAX);
         return -1;
     }
+    w = uri;
+    memcpy(w, "at://", 5);
+    memcpy(w += 5, cx->did, did_len);
+    *(w += did_len) = '/';
+    memcpy(++w, coll, coll_len);
+    *(w += coll_len) = '/';
+    memcpy(++w, rkey, rkey_len);
+    w[rkey_len] = '\0';
     if (action != OP_DELETE) {
         if (!cJSON_IsObject(record)) {
             snprintf(reason, reasonlen,
-                     "op %u: %s of %s without a record "
-                     "object",
-                     op_idx, kinds[action], collection);
+                     "op %u: %s of %s without a record object", op_idx,
+                     kinds[action], collection);
             return -1;
         }
         if (cid == NULL || cid[0] == '\0' || strlen(cid) > ATP_CID_MAX) {
@@ -387,8 +407,7 @@ stage_identity(struct atp_sink *s, struct entry_ctx *cx, const cJSON *obj,
         return -1;
     if (h != NULL && !cJSON_IsNull(h) && !cJSON_IsString(h)) {
         snprintf(reason, reasonlen,
-                 "identity: handle is neither a string "
-                 "nor null");
+                 "identity: handle is neither a string nor null");
         return -1;
     }
     return stage_actor(s, cx, "identity",
@@ -409,14 +428,12 @@ stage_account(struct atp_sink *s, struct entry_ctx *cx, const cJSON *obj,
         return -1;
     if (active < 0) {
         snprintf(reason, reasonlen,
-                 "account: active is missing or not a "
-                 "boolean");
+                 "account: active is missing or not a boolean");
         return -1;
     }
     if (st != NULL && !cJSON_IsNull(st) && !cJSON_IsString(st)) {
         snprintf(reason, reasonlen,
-                 "account: status is neither a string "
-                 "nor null");
+                 "account: status is neither a string nor null");
         return -1;
     }
     return stage_actor(s, cx, "account", NULL, active,
@@ -646,8 +663,8 @@ atp_on_connect(struct sink *sink, PGconn *conn, char *err, size_t errlen)
     enum sink_result r;
 
     (void)sink;
-    res = PQexec(conn, "CREATE TEMP TABLE IF NOT EXISTS sluice_stage "
-                       "(LIKE sluice_stage_template INCLUDING DEFAULTS) "
+    res = PQexec(conn, "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE "
+                       "sluice_stage_template INCLUDING DEFAULTS) "
                        "ON COMMIT DELETE ROWS");
     r = sink_result_of_pg(conn, res, err, errlen);
     PQclear(res);
