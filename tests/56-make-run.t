@@ -16,6 +16,10 @@ my $dir = $rig->dir;
 my $root = $rig->root;
 my $build = $rig->bin('');
 $build =~ s{/$}{};
+# run.sh's sluiced gets a stats segment of its own: under prove -j another
+# test's supervisor on the default stream and group would hold the default
+# one.
+my $shm = "/sluice-t56-$$";
 
 # alive and not a zombie waiting for a slow reaper
 sub alive {
@@ -29,6 +33,7 @@ sub kids { my @c = grep { /\S/ } split /\n/, `pgrep -P $_[0]`; return @c }
 # ---- servers given ----------------------------------------------------------
 my $pid = $rig->spawn('run-given', 'env', 'REDIS_URL=' . $rig->redis_url,
     'DATABASE_URL=' . $rig->database_url, 'SINK=raw', 'RATE=500',
+    "SLUICE_STATS_NAME=$shm",
     "SLUICE_BUILD=$build", "SLUICE_STATE=$dir/state-given",
     'sh', "$root/contrib/run.sh");
 ok($rig->wait_until(sub { $rig->log_text('run-given') =~ /Ctrl-C stops everything/ }, 60),
@@ -52,6 +57,7 @@ is($g->{pending}, 0, 'nothing left pending in the group');
 # ---- private servers --------------------------------------------------------
 my $state = "$dir/state";
 $pid = $rig->spawn('run-private', 'env', 'SINK=raw', 'RATE=500',
+    "SLUICE_STATS_NAME=$shm",
     "SLUICE_BUILD=$build", "SLUICE_STATE=$state", 'sh', "$root/contrib/run.sh");
 ok($rig->wait_until(sub { $rig->log_text('run-private') =~ /Ctrl-C stops everything/ }, 120),
   'private servers: run.sh is up') or diag($rig->log_text('run-private'));
@@ -78,6 +84,7 @@ ok(-e "$state/pg/data/PG_VERSION" && -e "$state/redis/dump.rdb", 'the data stays
 
 # a second run goes on with the same data
 $pid = $rig->spawn('run-again', 'env', 'SINK=raw', 'RATE=500',
+    "SLUICE_STATS_NAME=$shm",
     "SLUICE_BUILD=$build", "SLUICE_STATE=$state", 'sh', "$root/contrib/run.sh");
 ok($rig->wait_until(sub { $rig->log_text('run-again') =~ /Ctrl-C stops everything/ }, 120),
   'a second run starts on the kept state');
@@ -93,4 +100,5 @@ ok($pgpid && $rig->wait_until(sub { !alive($pgpid) }, 30), 'its PostgreSQL stopp
 $rig->_pidfile_forget('proc-run-postgres');
 
 $rig->finish;
+unlink "/dev/shm$shm";
 done_testing;
