@@ -569,3 +569,37 @@ sub stream_entries {
     return () unless ref $r eq 'ARRAY';
     return map { [$_->[0], {@{ $_->[1] }}] } @$r;
 }
+
+# ---- more than one database; waiting for a group to drain ---------------
+
+# The URL of database $db in the rig's PostgreSQL cluster.
+sub database_url_for {
+    my ($self, $db) = @_;
+    return "postgresql://sluice\@127.0.0.1:$self->{pg_port}/$db";
+}
+
+# CREATE DATABASE $db (dies on failure).
+sub create_database {
+    my ($self, $db) = @_;
+    $self->psql(qq{CREATE DATABASE "$db"});
+}
+
+# Like psql, against database $db. Output as psql returns it (bytes).
+sub psql_db {
+    my ($self, $db, $sql) = @_;
+    my $out = $self->_capture('psql', '-X', '-A', '-t', '-q', '-v',
+        'ON_ERROR_STOP=1', '-d', $self->database_url_for($db), '-c', $sql);
+    croak "psql ($db) failed: $sql" unless defined $out;
+    chomp $out;
+    return $out;
+}
+
+# Wait until group $group of $stream exists, has nothing pending and no
+# lag (every entry delivered and acked). Returns 1, or 0 on timeout.
+sub wait_drained {
+    my ($self, $stream, $group, $timeout) = @_;
+    return $self->wait_until(sub {
+        my $g = $self->group_info($stream, $group);
+        $g && defined $g->{lag} && $g->{lag} == 0 && $g->{pending} == 0;
+    }, $timeout // 60);
+}
