@@ -446,6 +446,12 @@ normalize(cJSON *node, int camel, int depth)
                 return -1;
             if (r > 0)
                 continue; /* c is freed; its replacement is canonical */
+            /* a blob's place: {"ref": ...} is a blob even without its
+             * "$type" or mimeType */
+            if (normalize(c, camel, depth + 1) < 0 ||
+                (cJSON_IsObject(c) && ref_normalize(c) < 0))
+                return -1;
+            continue;
         }
         if (normalize(c, camel, depth + 1) < 0)
             return -1;

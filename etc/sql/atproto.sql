@@ -530,6 +530,27 @@ BEGIN
      WHERE (excluded.ord_ms, excluded.ord_seq)
          > (sluice_account_status.ord_ms, sluice_account_status.ord_seq);
 
+    -- Serialization points for effects that join two records applied by
+    -- different sessions (a reply and the like of it by the root's author
+    -- make a thread context; a post and its gate set has_thread_gate /
+    -- has_post_gate). Each such session first makes sure the post has a
+    -- state row, inserting a placeholder (ordering key 0, a tombstone that
+    -- any real operation replaces) when none is there: an INSERT that
+    -- meets a row another session inserted and has not committed waits
+    -- for that session, so of two sessions touching one new post the
+    -- second sees the first one's rows. Done for every staged op, winner
+    -- or not, so that the placeholders don't depend on order.
+    INSERT INTO sluice_record_state AS r (uri, collection, did, ord_ms, ord_seq, op_idx, deleted)
+    SELECT DISTINCT u, 'app.bsky.feed.post', split_part(u, '/', 3), 0, 0, 0, true
+      FROM (SELECT record->'subject'->>'uri' AS u FROM sluice_stage
+             WHERE collection = 'app.bsky.feed.like' AND kind IN ('create', 'update')
+            UNION ALL
+            SELECT sluice_gate_post(uri) FROM sluice_stage
+             WHERE collection IN ('app.bsky.feed.threadgate', 'app.bsky.feed.postgate')) x
+     WHERE split_part(u, '/', 4) = 'app.bsky.feed.post'
+     ORDER BY 1
+    ON CONFLICT (uri) DO NOTHING;
+
     -- Record ops: keep only the last op per URI within the batch ...
     DELETE FROM sluice_stage s USING sluice_stage t
      WHERE s.kind IN ('create', 'update', 'delete')
@@ -602,6 +623,28 @@ BEGIN
          WHERE s.collection = 'app.bsky.graph.listitem' AND s.status IS DISTINCT FROM 'fresh'
     ) x WHERE p IS NOT NULL
      GROUP BY 1, 2, 3;
+
+    -- Lock the current rows of the pairs looked up in full before the
+    -- lookup: a session with a duplicate of one of them in flight holds
+    -- that row (its INSERT ... ON CONFLICT DO UPDATE locked it, updated or
+    -- not) until it commits, and the lookup, a later statement, then sees
+    -- its state row; without this a delete of the owner racing a new
+    -- duplicate could leave the pair without its row.
+    PERFORM 1 FROM sluice_pairs p JOIN likes y ON y.user_did = p.a AND y.post_uri = p.b
+     WHERE p.collection = 'app.bsky.feed.like' AND p.full_check
+     ORDER BY p.a, p.b FOR UPDATE OF y;
+    PERFORM 1 FROM sluice_pairs p JOIN reposts y ON y.user_did = p.a AND y.post_uri = p.b
+     WHERE p.collection = 'app.bsky.feed.repost' AND p.full_check
+     ORDER BY p.a, p.b FOR UPDATE OF y;
+    PERFORM 1 FROM sluice_pairs p JOIN follows y ON y.follower_did = p.a AND y.following_did = p.b
+     WHERE p.collection = 'app.bsky.graph.follow' AND p.full_check
+     ORDER BY p.a, p.b FOR UPDATE OF y;
+    PERFORM 1 FROM sluice_pairs p JOIN blocks y ON y.blocker_did = p.a AND y.blocked_did = p.b
+     WHERE p.collection = 'app.bsky.graph.block' AND p.full_check
+     ORDER BY p.a, p.b FOR UPDATE OF y;
+    PERFORM 1 FROM sluice_pairs p JOIN list_items y ON y.list_uri = p.a AND y.subject_did = p.b
+     WHERE p.collection = 'app.bsky.graph.listitem' AND p.full_check
+     ORDER BY p.a, p.b FOR UPDATE OF y;
 
     UPDATE sluice_pairs p SET
         want = (SELECT min(r.uri) FROM sluice_record_state r

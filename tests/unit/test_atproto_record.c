@@ -175,6 +175,9 @@ main(void)
         "{\"banner\":{\"$type\":\"blob\",\"ref\":\"bafC\"}}", 1,
         "{\"banner\":{\"$type\":\"blob\",\"ref\":{\"$link\":\"bafC\"}}}",
         "a ref given as a bare CID string");
+    is_normalized("{\"avatar\":{\"ref\":{\"link\":\"bafF\"}}}", 1,
+                  "{\"avatar\":{\"ref\":{\"$link\":\"bafF\"}}}",
+                  "a ref link where a blob belongs, without $type or mimeType");
     is_normalized(
         "{\"avatar\":\"bafD\"}", 1,
         "{\"avatar\":{\"$type\":\"blob\",\"ref\":{\"$link\":\"bafD\"}}}",
