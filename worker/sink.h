@@ -88,6 +88,14 @@ struct sink_type {
                               struct stream_entry *const *entries, size_t n,
                               char *err, size_t errlen);
     void (*release)(struct sink *sink, struct stream_entry *entry);
+    /* Optional: idempotent work on the same entries that runs in a short
+     * transaction of its own before the batch's (so that the row locks it
+     * takes are not held for the whole batch). SINK_OK, or SINK_RETRY
+     * (the batch is retried); a data error there is ignored, the batch's
+     * own transaction finds the entry at fault. */
+    enum sink_result (*before_apply)(struct sink *sink, PGconn *conn,
+                                     struct stream_entry *const *entries,
+                                     size_t n, char *err, size_t errlen);
     /* Optional (NULL: use ddl as it is): the DDL for this sink's
      * configuration, when it depends on settings (the raw sink's table
      * name). The text belongs to the sink. */

@@ -53,9 +53,11 @@ struct abuf {
     size_t len, cap;
 };
 
-/* One prepared entry: its staged rows at an offset of the arena. */
+/* One prepared entry: its staged rows at an offset of the arena, and its
+ * actor's DID in dids. */
 struct atp_item {
     size_t off, len;
+    size_t did_off, did_len;
 };
 
 struct atp_sink {
@@ -64,7 +66,9 @@ struct atp_sink {
     struct abuf arena; /* COPY rows of the live entries */
     struct atp_item *items;
     size_t nitems, items_cap, live;
-    struct abuf json; /* a record printed as JSON */
+    struct abuf json;   /* a record printed as JSON */
+    struct abuf dids;   /* the actors of the live entries */
+    struct abuf actors; /* before_apply()'s array literal */
 };
 
 /* What every row of one entry shares. */
@@ -642,6 +646,13 @@ atp_prepare(struct sink *sink, struct stream_entry *e, char *reason,
         s->arena.len = mark; /* nothing of a refused entry is staged */
         return -1;
     }
+    /* a DID has no character an array literal would need quoted */
+    if (abuf_reserve(&s->dids, strlen(cx.did)) < 0)
+        goto oom;
+    s->items[s->nitems].did_off = s->dids.len;
+    s->items[s->nitems].did_len = strlen(cx.did);
+    memcpy(s->dids.p + s->dids.len, cx.did, strlen(cx.did));
+    s->dids.len += strlen(cx.did);
     s->items[s->nitems].off = mark;
     s->items[s->nitems].len = s->arena.len - mark;
     e->sink_state = (void *)(uintptr_t)(s->nitems + 1);
@@ -721,6 +732,63 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     return r;
 }
 
+/*
+ * Every event ensures its actor in users. Inside the batch's transaction
+ * a new users row that another worker has just inserted makes this one
+ * wait for that worker's whole batch, so the rows are inserted first in a
+ * transaction of their own (ON CONFLICT DO NOTHING: idempotent). It may
+ * commit asynchronously: the batch's transaction ensures the same rows
+ * again and commits synchronously, which flushes this one's WAL too.
+ */
+static enum sink_result
+atp_before_apply(struct sink *sink, PGconn *conn,
+                 struct stream_entry *const *entries, size_t n, char *err,
+                 size_t errlen)
+{
+    struct atp_sink *s = (struct atp_sink *)sink;
+    struct abuf *a = &s->actors;
+    const char *values[1];
+    PGresult *res;
+    enum sink_result r;
+
+    a->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct atp_item *it =
+            &s->items[(uintptr_t)entries[i]->sink_state - 1];
+        if (abuf_reserve(a, it->did_len + 3) < 0) {
+            snprintf(err, errlen, "atproto sink: out of memory");
+            return SINK_RETRY;
+        }
+        a->p[a->len++] = i == 0 ? '{' : ',';
+        memcpy(a->p + a->len, s->dids.p + it->did_off, it->did_len);
+        a->len += it->did_len;
+    }
+    if (n == 0)
+        return SINK_OK;
+    a->p[a->len++] = '}';
+    a->p[a->len] = '\0';
+    values[0] = a->p;
+
+    res = PQexec(conn, "BEGIN; SET LOCAL synchronous_commit TO off");
+    r = sink_result_of_pg(conn, res, err, errlen);
+    PQclear(res);
+    if (r == SINK_OK) {
+        res = PQexecParams(conn,
+                           "INSERT INTO users (did, handle) "
+                           "SELECT DISTINCT d, 'handle.invalid' "
+                           "FROM unnest($1::text[]) d ORDER BY 1 "
+                           "ON CONFLICT (did) DO NOTHING",
+                           1, NULL, values, NULL, NULL, 0);
+        r = sink_result_of_pg(conn, res, err, errlen);
+        PQclear(res);
+    }
+    res = PQexec(conn, r == SINK_OK ? "COMMIT" : "ROLLBACK");
+    if (r == SINK_OK)
+        r = sink_result_of_pg(conn, res, err, errlen);
+    PQclear(res);
+    return r == SINK_RETRY ? SINK_RETRY : SINK_OK;
+}
+
 static void
 atp_release(struct sink *sink, struct stream_entry *e)
 {
@@ -732,6 +800,7 @@ atp_release(struct sink *sink, struct stream_entry *e)
     if (s->live > 0 && --s->live == 0) {
         /* the batch is done: reuse the arena from the start */
         s->arena.len = 0;
+        s->dids.len = 0;
         s->nitems = 0;
     }
 }
@@ -759,6 +828,8 @@ atp_destroy(struct sink *sink)
     free(s->items);
     abuf_free(&s->arena);
     abuf_free(&s->json);
+    abuf_free(&s->dids);
+    abuf_free(&s->actors);
     free(s);
 }
 
@@ -771,4 +842,5 @@ const struct sink_type sink_atproto_type = {
     .prepare = atp_prepare,
     .apply = atp_apply,
     .release = atp_release,
+    .before_apply = atp_before_apply,
 };

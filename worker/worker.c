@@ -520,6 +520,10 @@ worker_transaction(struct worker *w, struct stream_entry *const *entries,
     enum sink_result r;
     PGresult *res;
 
+    if (w->sink_type->before_apply != NULL &&
+        w->sink_type->before_apply(w->sink, w->pg, entries, n, err, errlen) ==
+            SINK_RETRY)
+        return SINK_RETRY;
     res = PQexec(w->pg, "BEGIN");
     r = sink_result_of_pg(w->pg, res, err, errlen);
     PQclear(res);

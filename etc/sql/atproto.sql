@@ -481,9 +481,14 @@ BEGIN
     END IF;
     SELECT count(*) INTO staged FROM sluice_stage;
 
-    -- Every event ensures its actor.
+    -- Every event ensures its actor. The sink inserts the users rows in a
+    -- short transaction of its own first; the NOT EXISTS skips the rows
+    -- already there, as the ON CONFLICT check would wait for any session
+    -- that is updating one of them (a profile, a handle) to commit.
     INSERT INTO users (did, handle)
-    SELECT DISTINCT did, 'handle.invalid' FROM sluice_stage ORDER BY did
+    SELECT DISTINCT s.did, 'handle.invalid' FROM sluice_stage s
+     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.did = s.did)
+     ORDER BY 1
     ON CONFLICT (did) DO NOTHING;
 
     -- Every post URI any staged op refers to gets an aggregation row,
