@@ -639,6 +639,19 @@ atp_prepare(struct sink *sink, struct stream_entry *e, char *reason,
             r = -1;
         }
     }
+    if (r == 0) {
+        /* the actor, for before_apply() (cx.did points into the tree); a
+         * DID has no character an array literal would need quoted */
+        size_t dlen = strlen(cx.did);
+        if (abuf_reserve(&s->dids, dlen) < 0) {
+            r = -2;
+        } else {
+            s->items[s->nitems].did_off = s->dids.len;
+            s->items[s->nitems].did_len = dlen;
+            memcpy(s->dids.p + s->dids.len, cx.did, dlen);
+            s->dids.len += dlen;
+        }
+    }
     cJSON_Delete(tree);
     if (r == -2)
         goto oom;
@@ -646,13 +659,6 @@ atp_prepare(struct sink *sink, struct stream_entry *e, char *reason,
         s->arena.len = mark; /* nothing of a refused entry is staged */
         return -1;
     }
-    /* a DID has no character an array literal would need quoted */
-    if (abuf_reserve(&s->dids, strlen(cx.did)) < 0)
-        goto oom;
-    s->items[s->nitems].did_off = s->dids.len;
-    s->items[s->nitems].did_len = strlen(cx.did);
-    memcpy(s->dids.p + s->dids.len, cx.did, strlen(cx.did));
-    s->dids.len += strlen(cx.did);
     s->items[s->nitems].off = mark;
     s->items[s->nitems].len = s->arena.len - mark;
     e->sink_state = (void *)(uintptr_t)(s->nitems + 1);
