@@ -43,9 +43,9 @@ struct config {
     int db_pool_size;       /* DB_POOL_SIZE: cap on PostgreSQL connections */
 
     /* Batching */
-    int batch_size;         /* BATCH_SIZE: entries per batch (XREADGROUP COUNT) */
-    long batch_timeout_ms;  /* a batch closes after this long */
-    long block_ms;          /* XREADGROUP BLOCK */
+    int batch_size; /* BATCH_SIZE: entries per batch (XREADGROUP COUNT) */
+    long batch_timeout_ms; /* a batch closes after this long */
+    long block_ms;         /* XREADGROUP BLOCK */
 
     /* Reclaim and dead letters */
     long claim_idle_ms;     /* XAUTOCLAIM min-idle-time */
@@ -58,9 +58,9 @@ struct config {
     long redis_timeout_ms;       /* socket timeout, on top of block_ms */
 
     /* Sink */
-    char sink[32];         /* "raw" or "atproto" */
-    char input_format[32]; /* "stream" or "jetstream" (atproto sink) */
-    char raw_table[128];   /* raw sink: table name, "events" */
+    char sink[32];            /* "raw" or "atproto" */
+    char input_format[32];    /* "stream" or "jetstream" (atproto sink) */
+    char raw_table[128];      /* raw sink: table name, "events" */
     char raw_type_field[128]; /* raw sink: field holding the event type */
 
     /* Supervisor */
@@ -68,13 +68,13 @@ struct config {
     long shutdown_timeout_ms; /* TERM: SIGKILL of the rest after this */
     long restart_delay_ms;    /* first restart delay after a quick death */
     long restart_delay_max_ms;
-    long stats_interval_ms;   /* aggregate events/sec log line */
+    long stats_interval_ms; /* aggregate events/sec log line */
     char pidfile[CONFIG_STR_MAX];
-    char stats_name[256];     /* shm segment name; "" = derived */
-    char user[64];            /* drop privileges to this user ("" = don't) */
+    char stats_name[256]; /* shm segment name; "" = derived */
+    char user[64];        /* drop privileges to this user ("" = don't) */
 
     /* Logging */
-    enum log_level log_level; /* LOG_LEVEL */
+    enum log_level log_level;        /* LOG_LEVEL */
     char log_target[CONFIG_STR_MAX]; /* stderr | syslog | /path/to/file */
 };
 

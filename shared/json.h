@@ -33,8 +33,7 @@ size_t json_strip_nul_escapes(const char *text, size_t len, char *out);
  * Parse len bytes of JSON text (not NUL-terminated). Returns a tree the
  * caller frees with cJSON_Delete(), or NULL with reason filled.
  */
-cJSON *json_parse(const char *text, size_t len, char *reason,
-                  size_t reasonlen);
+cJSON *json_parse(const char *text, size_t len, char *reason, size_t reasonlen);
 
 /* Object member lookups that check the type; NULL when absent or of
  * another type. Keys are case-sensitive. */

@@ -54,7 +54,7 @@ diag(const char *fmt, ...)
 
 #define is_int(got, want, ...)                                                 \
     do {                                                                       \
-        long long g_ = (long long)(got), w_ = (long long)(want);              \
+        long long g_ = (long long)(got), w_ = (long long)(want);               \
         if (!ok(g_ == w_, __VA_ARGS__))                                        \
             diag("  got %lld, want %lld", g_, w_);                             \
     } while (0)
