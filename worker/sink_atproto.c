@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shared/buf.h"
 #include "shared/json.h"
 #include "worker/atproto_record.h"
 #include "worker/sink.h"
@@ -47,12 +48,6 @@ extern const char sql_atproto[];
     "record, created_at, handle, active, status, commit_seq, commit_rev, "     \
     "commit_time"
 
-/* A growable byte buffer. */
-struct abuf {
-    char *p;
-    size_t len, cap;
-};
-
 /* One prepared entry: its staged rows at an offset of the arena, and its
  * actor's DID in dids. */
 struct atp_item {
@@ -62,13 +57,13 @@ struct atp_item {
 
 struct atp_sink {
     struct sink base;
-    int jetstream;     /* input_format = jetstream */
-    struct abuf arena; /* COPY rows of the live entries */
+    int jetstream;    /* input_format = jetstream */
+    struct buf arena; /* COPY rows of the live entries */
     struct atp_item *items;
     size_t nitems, items_cap, live;
-    struct abuf json;   /* a record printed as JSON */
-    struct abuf dids;   /* the actors of the live entries */
-    struct abuf actors; /* before_apply()'s array literal */
+    struct buf json;   /* a record printed as JSON */
+    struct buf dids;   /* the actors of the live entries */
+    struct buf actors; /* before_apply()'s array literal */
 };
 
 /* What every row of one entry shares. */
@@ -81,42 +76,16 @@ struct entry_ctx {
     char id_time[ATP_TIME_LEN];     /* the stream ID's time */
 };
 
-static int
-abuf_reserve(struct abuf *b, size_t more)
-{
-    size_t cap = b->cap ? b->cap : 8192;
-    char *n;
-
-    if (b->len + more <= b->cap)
-        return 0;
-    while (cap < b->len + more)
-        cap *= 2;
-    n = realloc(b->p, cap);
-    if (n == NULL)
-        return -1;
-    b->p = n;
-    b->cap = cap;
-    return 0;
-}
-
-static void
-abuf_free(struct abuf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
 /* ---- COPY text format --------------------------------------------------
  * Columns separated by tabs, rows ended by newlines, NULL as \N; a
  * backslash, tab, newline or carriage return inside a value is escaped. */
 
 static int
-col_sep(struct abuf *b, int first)
+col_sep(struct buf *b, int first)
 {
     if (first)
         return 0;
-    if (abuf_reserve(b, 1) < 0)
+    if (buf_reserve(b, 1) < 0)
         return -1;
     b->p[b->len++] = '\t';
     return 0;
@@ -131,12 +100,12 @@ static const unsigned char copy_special[256] = {
 };
 
 static int
-col_text(struct abuf *b, int first, const char *s, size_t len)
+col_text(struct buf *b, int first, const char *s, size_t len)
 {
     char *w;
     size_t i = 0;
 
-    if (col_sep(b, first) < 0 || abuf_reserve(b, 2 * len + 2) < 0)
+    if (col_sep(b, first) < 0 || buf_reserve(b, 2 * len + 2) < 0)
         return -1;
     w = b->p + b->len;
     while (i < len) {
@@ -169,10 +138,10 @@ col_text(struct abuf *b, int first, const char *s, size_t len)
 
 /* A C string, or NULL as \N. */
 static int
-col_str(struct abuf *b, int first, const char *s)
+col_str(struct buf *b, int first, const char *s)
 {
     if (s == NULL) {
-        if (col_sep(b, first) < 0 || abuf_reserve(b, 2) < 0)
+        if (col_sep(b, first) < 0 || buf_reserve(b, 2) < 0)
             return -1;
         b->p[b->len++] = '\\';
         b->p[b->len++] = 'N';
@@ -182,7 +151,7 @@ col_str(struct abuf *b, int first, const char *s)
 }
 
 static int
-col_u64(struct abuf *b, int first, uint64_t v)
+col_u64(struct buf *b, int first, uint64_t v)
 {
     char num[24];
     size_t n = sizeof(num);
@@ -195,9 +164,9 @@ col_u64(struct abuf *b, int first, uint64_t v)
 }
 
 static int
-row_end(struct abuf *b)
+row_end(struct buf *b)
 {
-    if (abuf_reserve(b, 1) < 0)
+    if (buf_reserve(b, 1) < 0)
         return -1;
     b->p[b->len++] = '\n';
     return 0;
@@ -205,7 +174,7 @@ row_end(struct abuf *b)
 
 /* The columns every row starts with: ord_ms, ord_seq, op_idx, kind, did. */
 static int
-row_begin(struct abuf *b, const struct entry_ctx *cx, unsigned op_idx,
+row_begin(struct buf *b, const struct entry_ctx *cx, unsigned op_idx,
           const char *kind)
 {
     return col_u64(b, 1, cx->e->id_ms) < 0 ||
@@ -218,7 +187,7 @@ row_begin(struct abuf *b, const struct entry_ctx *cx, unsigned op_idx,
 
 /* n NULL columns. */
 static int
-col_nulls(struct abuf *b, int n)
+col_nulls(struct buf *b, int n)
 {
     for (int i = 0; i < n; i++)
         if (col_str(b, 0, NULL) < 0)
@@ -236,7 +205,7 @@ record_print(struct atp_sink *s, const cJSON *rec, size_t hint)
     char *p;
 
     s->json.len = 0;
-    if (abuf_reserve(&s->json, want) < 0)
+    if (buf_reserve(&s->json, want) < 0)
         return -1;
     if (cJSON_PrintPreallocated((cJSON *)rec, s->json.p, (int)s->json.cap, 0)) {
         s->json.len = strlen(s->json.p);
@@ -246,7 +215,7 @@ record_print(struct atp_sink *s, const cJSON *rec, size_t hint)
     if (p == NULL)
         return -1;
     s->json.len = strlen(p);
-    if (abuf_reserve(&s->json, s->json.len + 1) < 0) {
+    if (buf_reserve(&s->json, s->json.len + 1) < 0) {
         free(p);
         return -1;
     }
@@ -269,7 +238,7 @@ stage_op(struct atp_sink *s, const struct entry_ctx *cx, unsigned op_idx,
          size_t size_hint, char *reason, size_t reasonlen)
 {
     static const char *const kinds[] = {"create", "update", "delete"};
-    struct abuf *b = &s->arena;
+    struct buf *b = &s->arena;
     char collection[320], uri[ATP_URI_MAX + 1], created[ATP_TIME_LEN];
     const char *at;
     size_t did_len;
@@ -355,7 +324,7 @@ static int
 stage_actor(struct atp_sink *s, const struct entry_ctx *cx, const char *kind,
             const char *handle, int active, const char *status)
 {
-    struct abuf *b = &s->arena;
+    struct buf *b = &s->arena;
 
     if (row_begin(b, cx, 0, kind) < 0 || col_nulls(b, 6) < 0 ||
         col_str(b, 0, handle) < 0 ||
@@ -643,7 +612,7 @@ atp_prepare(struct sink *sink, struct stream_entry *e, char *reason,
         /* the actor, for before_apply() (cx.did points into the tree); a
          * DID has no character an array literal would need quoted */
         size_t dlen = strlen(cx.did);
-        if (abuf_reserve(&s->dids, dlen) < 0) {
+        if (buf_reserve(&s->dids, dlen) < 0) {
             r = -2;
         } else {
             s->items[s->nitems].did_off = s->dids.len;
@@ -752,7 +721,7 @@ atp_before_apply(struct sink *sink, PGconn *conn,
                  size_t errlen)
 {
     struct atp_sink *s = (struct atp_sink *)sink;
-    struct abuf *a = &s->actors;
+    struct buf *a = &s->actors;
     const char *values[1];
     PGresult *res;
     enum sink_result r;
@@ -761,7 +730,7 @@ atp_before_apply(struct sink *sink, PGconn *conn,
     for (size_t i = 0; i < n; i++) {
         const struct atp_item *it =
             &s->items[(uintptr_t)entries[i]->sink_state - 1];
-        if (abuf_reserve(a, it->did_len + 3) < 0) {
+        if (buf_reserve(a, it->did_len + 3) < 0) {
             snprintf(err, errlen, "atproto sink: out of memory");
             return SINK_RETRY;
         }
@@ -832,10 +801,10 @@ atp_destroy(struct sink *sink)
     if (s == NULL)
         return;
     free(s->items);
-    abuf_free(&s->arena);
-    abuf_free(&s->json);
-    abuf_free(&s->dids);
-    abuf_free(&s->actors);
+    buf_free(&s->arena);
+    buf_free(&s->json);
+    buf_free(&s->dids);
+    buf_free(&s->actors);
     free(s);
 }
 

@@ -33,18 +33,13 @@
 
 #include <bsd/string.h>
 
+#include "shared/buf.h"
 #include "shared/json.h"
 #include "worker/sink.h"
 
 extern const char sql_raw[];
 
 #define RAW_INSERT_STMT "sluice_raw_insert"
-
-/* A growable byte buffer. */
-struct rbuf {
-    char *p;
-    size_t len, cap;
-};
 
 /* One prepared entry: three array elements, already quoted and escaped
  * for a PostgreSQL array literal, at offsets in the arena. */
@@ -59,47 +54,21 @@ struct raw_sink {
     char table[300]; /* quoted, maybe schema-qualified */
     char type_field[128];
     char *insert_sql;
-    char *ddl;         /* NULL: the template as it is */
-    struct rbuf arena; /* escaped elements of the live entries */
+    char *ddl;        /* NULL: the template as it is */
+    struct buf arena; /* escaped elements of the live entries */
     struct raw_item *items;
     size_t nitems, items_cap, live;
-    struct rbuf scratch;              /* JSON text before array escaping */
-    struct rbuf ids, types, payloads; /* apply()'s array literals */
+    struct buf scratch;              /* JSON text before array escaping */
+    struct buf ids, types, payloads; /* apply()'s array literals */
 };
-
-static int
-rbuf_reserve(struct rbuf *b, size_t more)
-{
-    size_t cap = b->cap ? b->cap : 4096;
-    char *n;
-
-    if (b->len + more <= b->cap)
-        return 0;
-    while (cap < b->len + more)
-        cap *= 2;
-    n = realloc(b->p, cap);
-    if (n == NULL)
-        return -1;
-    b->p = n;
-    b->cap = cap;
-    return 0;
-}
-
-static void
-rbuf_free(struct rbuf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
 
 /* Append s as a double-quoted array element ("a\"b"). 0 or -1 (memory). */
 static int
-append_array_element(struct rbuf *b, const char *s, size_t len)
+append_array_element(struct buf *b, const char *s, size_t len)
 {
     char *w;
 
-    if (rbuf_reserve(b, 2 * len + 2) < 0)
+    if (buf_reserve(b, 2 * len + 2) < 0)
         return -1;
     w = b->p + b->len;
     *w++ = '"';
@@ -116,12 +85,12 @@ append_array_element(struct rbuf *b, const char *s, size_t len)
 
 /* Append s as a JSON string ("a\"b"), s being valid UTF-8 without NUL. */
 static int
-append_json_string(struct rbuf *b, const char *s, size_t len)
+append_json_string(struct buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     char *w;
 
-    if (rbuf_reserve(b, 6 * len + 2) < 0)
+    if (buf_reserve(b, 6 * len + 2) < 0)
         return -1;
     w = b->p + b->len;
     *w++ = '"';
@@ -192,7 +161,7 @@ raw_ddl_build(const char *tmpl, const char *table, const char *quoted)
     static const char word[] = "events";
     const size_t wlen = sizeof(word) - 1;
     const char *last = strrchr(table, '.');
-    struct rbuf out = {0};
+    struct buf out = {0};
 
     last = last ? last + 1 : table;
     for (const char *p = tmpl; *p != '\0';) {
@@ -205,7 +174,7 @@ raw_ddl_build(const char *tmpl, const char *table, const char *quoted)
                 while (is_ident_char(*q))
                     q++;
                 slen = (size_t)(q - (p + wlen));
-                if (rbuf_reserve(&out, llen + slen + 3) < 0)
+                if (buf_reserve(&out, llen + slen + 3) < 0)
                     goto oom;
                 out.p[out.len++] = '"';
                 memcpy(out.p + out.len, last, llen);
@@ -216,7 +185,7 @@ raw_ddl_build(const char *tmpl, const char *table, const char *quoted)
                 p = q;
             } else {
                 size_t qlen = strlen(quoted);
-                if (rbuf_reserve(&out, qlen) < 0)
+                if (buf_reserve(&out, qlen) < 0)
                     goto oom;
                 memcpy(out.p + out.len, quoted, qlen);
                 out.len += qlen;
@@ -224,16 +193,16 @@ raw_ddl_build(const char *tmpl, const char *table, const char *quoted)
             }
             continue;
         }
-        if (rbuf_reserve(&out, 1) < 0)
+        if (buf_reserve(&out, 1) < 0)
             goto oom;
         out.p[out.len++] = *p++;
     }
-    if (rbuf_reserve(&out, 1) < 0)
+    if (buf_reserve(&out, 1) < 0)
         goto oom;
     out.p[out.len] = '\0';
     return out.p;
 oom:
-    rbuf_free(&out);
+    buf_free(&out);
     return NULL;
 }
 
@@ -286,11 +255,11 @@ raw_destroy(struct sink *sink)
     free(rs->insert_sql);
     free(rs->ddl);
     free(rs->items);
-    rbuf_free(&rs->arena);
-    rbuf_free(&rs->scratch);
-    rbuf_free(&rs->ids);
-    rbuf_free(&rs->types);
-    rbuf_free(&rs->payloads);
+    buf_free(&rs->arena);
+    buf_free(&rs->scratch);
+    buf_free(&rs->ids);
+    buf_free(&rs->types);
+    buf_free(&rs->payloads);
     free(rs);
 }
 
@@ -395,7 +364,7 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
             return -1;
         }
         cJSON_Delete(tree);
-        if (rbuf_reserve(&rs->scratch, data->value_len + 1) < 0)
+        if (buf_reserve(&rs->scratch, data->value_len + 1) < 0)
             goto oom;
         rs->scratch.len =
             json_strip_nul_escapes(data->value, data->value_len, rs->scratch.p);
@@ -408,7 +377,7 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
             return -1;
         }
     } else {
-        if (rbuf_reserve(&rs->scratch, 2) < 0)
+        if (buf_reserve(&rs->scratch, 2) < 0)
             goto oom;
         rs->scratch.p[rs->scratch.len++] = '{';
         for (size_t i = 0; i < e->nfields; i++) {
@@ -418,16 +387,16 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
                 check_utf8("value", f->name, f->name_len, f->value,
                            f->value_len, reason, reasonlen) < 0)
                 return -1;
-            if (i > 0 && rbuf_reserve(&rs->scratch, 1) == 0)
+            if (i > 0 && buf_reserve(&rs->scratch, 1) == 0)
                 rs->scratch.p[rs->scratch.len++] = ',';
             if (append_json_string(&rs->scratch, f->name, f->name_len) < 0 ||
-                rbuf_reserve(&rs->scratch, 1) < 0)
+                buf_reserve(&rs->scratch, 1) < 0)
                 goto oom;
             rs->scratch.p[rs->scratch.len++] = ':';
             if (append_json_string(&rs->scratch, f->value, f->value_len) < 0)
                 goto oom;
         }
-        if (rbuf_reserve(&rs->scratch, 1) < 0)
+        if (buf_reserve(&rs->scratch, 1) < 0)
             goto oom;
         rs->scratch.p[rs->scratch.len++] = '}';
     }
@@ -442,7 +411,7 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
     it.id_len = rs->arena.len - it.id_off;
     it.type_off = rs->arena.len;
     if (type == NULL) {
-        if (rbuf_reserve(&rs->arena, 4) < 0)
+        if (buf_reserve(&rs->arena, 4) < 0)
             goto oom;
         memcpy(rs->arena.p + rs->arena.len, "NULL", 4);
         rs->arena.len += 4;
@@ -469,11 +438,11 @@ oom:
 
 /* Append "{a,b,c}" of one column of the entries. */
 static int
-build_array(struct raw_sink *rs, struct rbuf *out,
+build_array(struct raw_sink *rs, struct buf *out,
             struct stream_entry *const *entries, size_t n, int column)
 {
     out->len = 0;
-    if (rbuf_reserve(out, 2) < 0)
+    if (buf_reserve(out, 2) < 0)
         return -1;
     out->p[out->len++] = '{';
     for (size_t i = 0; i < n; i++) {
@@ -485,14 +454,14 @@ build_array(struct raw_sink *rs, struct rbuf *out,
         size_t len = column == 0   ? it->id_len
                      : column == 1 ? it->type_len
                                    : it->payload_len;
-        if (rbuf_reserve(out, len + 2) < 0)
+        if (buf_reserve(out, len + 2) < 0)
             return -1;
         if (i > 0)
             out->p[out->len++] = ',';
         memcpy(out->p + out->len, rs->arena.p + off, len);
         out->len += len;
     }
-    if (rbuf_reserve(out, 2) < 0)
+    if (buf_reserve(out, 2) < 0)
         return -1;
     out->p[out->len++] = '}';
     out->p[out->len] = '\0';
