@@ -1,0 +1,40 @@
+# AtprotoTables.pm: the tables the atproto sink writes and the columns of
+# each that tests compare between runs (everything but indexed_at,
+# updated_at and serial ids, which differ by when and not by what).
+package AtprotoTables;
+use strict;
+use warnings;
+use Exporter 'import';
+our @EXPORT_OK = qw(%COMPARED);
+
+our %COMPARED = (
+    users => 'did, handle, display_name, avatar_url, banner_url, description, profile_record, pinned_post',
+    posts => 'uri, cid, author_did, text, langs, parent_uri, parent_cid, root_uri, root_cid, embed, facets, '
+      . 'violates_thread_gate, violates_embedding_rules, has_thread_gate, has_post_gate, tags, created_at, '
+      . 'commit_time, commit_seq, commit_rev',
+    post_aggregations => 'post_uri, like_count, repost_count, reply_count, bookmark_count, quote_count',
+    feed_items => 'uri, post_uri, originator_did, type, sort_at, cid, created_at',
+    likes => 'uri, user_did, post_uri, subject_cid, via, created_at, commit_time, commit_seq, commit_rev',
+    reposts => 'uri, user_did, post_uri, subject_cid, via, created_at, commit_time, commit_seq, commit_rev',
+    follows => 'uri, follower_did, following_did, created_at, commit_time, commit_seq, commit_rev',
+    blocks => 'uri, blocker_did, blocked_did, created_at, commit_time, commit_seq, commit_rev',
+    quotes => 'uri, cid, post_uri, quoted_uri, quoted_cid, created_at',
+    notifications => 'uri, recipient_did, author_did, reason, reason_subject, cid, is_read, created_at',
+    lists => 'uri, cid, creator_did, name, purpose, description, avatar_url, created_at',
+    list_items => 'uri, cid, list_uri, subject_did, created_at',
+    feed_generators => 'uri, cid, creator_did, did, display_name, description, avatar_url, like_count, created_at',
+    starter_packs => 'uri, cid, creator_did, name, description, list_uri, feeds, created_at',
+    labeler_services => 'uri, cid, creator_did, policies, like_count, created_at',
+    thread_gates => 'post_uri, owner_did, allow_mentions, allow_following, allow_list_members, allow_list_uris, created_at',
+    post_gates => 'post_uri, created_at, embedding_rules',
+    post_viewer_states => 'post_uri, viewer_did, like_uri, repost_uri, bookmarked, thread_muted, reply_disabled, '
+      . 'embedding_disabled, pinned',
+    thread_contexts => 'post_uri, root_author_like_uri',
+    generic_records => 'uri, cid, author_did, record_type, record, created_at',
+    sluice_record_state => 'uri, collection, did, ord_ms, ord_seq, op_idx, deleted, cid, pair, record, created_at, '
+      . 'commit_time, commit_seq, commit_rev',
+    sluice_identity_state => 'did, ord_ms, ord_seq, handle',
+    sluice_account_status => 'did, active, status, ord_ms, ord_seq',
+);
+
+1;
