@@ -13,7 +13,8 @@
 # session (worker X's batch held open before its commit while worker Y
 # applies the next entry): an owner of a duplicate pair deleted while its
 # duplicate is being created, a post created while its gates are written,
-# a reply created while the root author likes it; each must end as one
+# a reply created while the root author likes it, and a reply deleted
+# while the root author likes it; each must end as one
 # worker applying the same stream in order does.
 use strict;
 use warnings;
@@ -378,6 +379,15 @@ race('thread context', $rp, commit($U, cr($P, 'rr', post('a reply', reply => $re
 is(qc(qq{SELECT coalesce(string_agg(root_author_like_uri, ','), 'none') FROM thread_contexts WHERE post_uri = '$rr'}),
    uri($V, $L, 'rl'), 'thread context: the root author\'s like of the reply');
 
+# (4) a reply deleted by X while Y writes the like of the root's author:
+# in stream order the reply is gone first, so no thread context
+my $rq = uri($U, $P, 'rq');
+setup(commit($U, cr($P, 'rq', post('a reply to delete', reply => $reply->($rp, $rp)))));
+race('reply deleted', $rp, commit($U, dl($P, 'rq')),
+    commit($V, cr($L, 'rl2', { subject => { uri => $rq, cid => 'bafyrq' }, createdAt => '2024-05-01T12:00:00Z' })));
+is(qc(qq{SELECT count(*) FROM thread_contexts WHERE post_uri = '$rq'}), 0,
+   'reply deleted: no thread context for a reply deleted before the like');
+
 is(qc(<<'SQL'), 0, 'race: every counter equals the true number of rows');
 SELECT count(*) FROM post_aggregations a
  WHERE like_count <> (SELECT count(*) FROM likes WHERE post_uri = a.post_uri)
@@ -401,6 +411,8 @@ is($rig->psql_db('d', qq{SELECT has_thread_gate || ' ' || has_post_gate FROM pos
    'race reference: the gates are known');
 is($rig->psql_db('d', qq{SELECT root_author_like_uri FROM thread_contexts WHERE post_uri = '$rr'}), uri($V, $L, 'rl'),
    'race reference: the thread context');
+is($rig->psql_db('d', qq{SELECT count(*) FROM thread_contexts WHERE post_uri = '$rq'}), 0,
+   'race reference: no thread context for the deleted reply');
 kill 'TERM', $dpid;
 is($rig->wait_exit($dpid, 30), 0, 'race reference: worker exits cleanly');
 

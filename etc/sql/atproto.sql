@@ -541,9 +541,10 @@ BEGIN
     -- has_post_gate). Each such session first makes sure the post has a
     -- state row, inserting a placeholder (ordering key 0, a tombstone that
     -- any real operation replaces) when none is there: an INSERT that
-    -- meets a row another session inserted and has not committed waits
-    -- for that session, so of two sessions touching one new post the
-    -- second sees the first one's rows. Done for every staged op, winner
+    -- meets a row another session inserted, updated or deleted and has
+    -- not committed waits for that session, so of two sessions touching
+    -- one post (created, replaced or deleted in one of them) the second
+    -- sees the first one's rows. Done for every staged op, winner
     -- or not, so that the placeholders don't depend on order.
     INSERT INTO sluice_record_state AS r (uri, collection, did, ord_ms, ord_seq, op_idx, deleted)
     SELECT DISTINCT u, 'app.bsky.feed.post', split_part(u, '/', 3), 0, 0, 0, true
