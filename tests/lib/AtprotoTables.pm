@@ -5,7 +5,7 @@ package AtprotoTables;
 use strict;
 use warnings;
 use Exporter 'import';
-our @EXPORT_OK = qw(%COMPARED);
+our @EXPORT_OK = qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG);
 
 our %COMPARED = (
     users => 'did, handle, display_name, avatar_url, banner_url, description, profile_record, pinned_post',
@@ -36,5 +36,24 @@ our %COMPARED = (
     sluice_identity_state => 'did, ord_ms, ord_seq, handle',
     sluice_account_status => 'did, active, status, ord_ms, ord_seq',
 );
+
+# The post_aggregations rows whose counters differ from the rows they count,
+# or are negative: a count that a correct run leaves at 0.
+our $COUNTERS_WRONG = <<'SQL';
+SELECT count(*) FROM post_aggregations a
+ WHERE like_count <> (SELECT count(*) FROM likes WHERE post_uri = a.post_uri)
+    OR repost_count <> (SELECT count(*) FROM reposts WHERE post_uri = a.post_uri)
+    OR reply_count <> (SELECT count(*) FROM posts WHERE parent_uri = a.post_uri)
+    OR quote_count <> (SELECT count(*) FROM quotes WHERE quoted_uri = a.post_uri)
+    OR least(like_count, repost_count, reply_count, quote_count) < 0
+SQL
+
+# Feed generators and labelers whose like_count differs from their likes.
+our $LIKE_COUNTS_WRONG = <<'SQL';
+SELECT (SELECT count(*) FROM feed_generators g
+         WHERE like_count <> (SELECT count(*) FROM likes WHERE post_uri = g.uri))
+     + (SELECT count(*) FROM labeler_services g
+         WHERE like_count <> (SELECT count(*) FROM likes WHERE post_uri = g.uri))
+SQL
 
 1;
