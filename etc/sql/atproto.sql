@@ -476,6 +476,7 @@ BEGIN
             b text NOT NULL,
             want text,
             full_check boolean NOT NULL,
+            held text,
             recheck boolean NOT NULL DEFAULT false
         ) ON COMMIT DELETE ROWS;
     END IF;
@@ -564,8 +565,12 @@ BEGIN
        AND t.uri = s.uri
        AND (t.ord_ms, t.ord_seq, t.op_idx, t.ctid) > (s.ord_ms, s.ord_seq, s.op_idx, s.ctid);
 
-    -- ... and only those newer than the stored state. Survivors whose URI
-    -- had no state before are marked status = 'fresh' (nothing to retract).
+    -- ... and only those newer than the stored state. A create whose URI
+    -- had no state before is marked status = 'fresh': the appview's rows
+    -- for it, if any, are the same record written by someone else (an old
+    -- worker), so there is nothing to retract. A delete or an update is
+    -- never fresh: it retracts whatever the appview's tables hold for the
+    -- URI, whoever wrote it.
     WITH up AS (
         INSERT INTO sluice_record_state AS r
                (uri, collection, did, ord_ms, ord_seq, op_idx, deleted, cid,
@@ -590,7 +595,7 @@ BEGIN
          WHERE s.kind IN ('create', 'update', 'delete')
            AND NOT EXISTS (SELECT 1 FROM up WHERE up.uri = s.uri))
     UPDATE sluice_stage s SET status = 'fresh' FROM up
-     WHERE up.fresh AND s.uri = up.uri;
+     WHERE up.fresh AND s.uri = up.uri AND s.kind = 'create';
 
     -- ---- records with a second unique key: reconcile each touched pair
     -- so that the live record with the smallest URI owns the row.
@@ -652,10 +657,35 @@ BEGIN
      WHERE p.collection = 'app.bsky.graph.listitem' AND p.full_check
      ORDER BY p.a, p.b FOR UPDATE OF y;
 
+    -- A current row with no state row was written by someone else (an old
+    -- worker, before or beside sluice): it is live, and it is a candidate
+    -- owner like any live record sluice has seen.
+    UPDATE sluice_pairs p SET held = y.uri FROM likes y
+     WHERE p.collection = 'app.bsky.feed.like' AND p.full_check
+       AND y.user_did = p.a AND y.post_uri = p.b
+       AND NOT EXISTS (SELECT 1 FROM sluice_record_state r WHERE r.uri = y.uri);
+    UPDATE sluice_pairs p SET held = y.uri FROM reposts y
+     WHERE p.collection = 'app.bsky.feed.repost' AND p.full_check
+       AND y.user_did = p.a AND y.post_uri = p.b
+       AND NOT EXISTS (SELECT 1 FROM sluice_record_state r WHERE r.uri = y.uri);
+    UPDATE sluice_pairs p SET held = y.uri FROM follows y
+     WHERE p.collection = 'app.bsky.graph.follow' AND p.full_check
+       AND y.follower_did = p.a AND y.following_did = p.b
+       AND NOT EXISTS (SELECT 1 FROM sluice_record_state r WHERE r.uri = y.uri);
+    UPDATE sluice_pairs p SET held = y.uri FROM blocks y
+     WHERE p.collection = 'app.bsky.graph.block' AND p.full_check
+       AND y.blocker_did = p.a AND y.blocked_did = p.b
+       AND NOT EXISTS (SELECT 1 FROM sluice_record_state r WHERE r.uri = y.uri);
+    UPDATE sluice_pairs p SET held = y.uri FROM list_items y
+     WHERE p.collection = 'app.bsky.graph.listitem' AND p.full_check
+       AND y.list_uri = p.a AND y.subject_did = p.b
+       AND NOT EXISTS (SELECT 1 FROM sluice_record_state r WHERE r.uri = y.uri);
+
     UPDATE sluice_pairs p SET
-        want = (SELECT min(r.uri) FROM sluice_record_state r
-                 WHERE r.collection = p.collection AND r.pair = p.a || ' ' || p.b
-                   AND r.pair IS NOT NULL AND NOT r.deleted)
+        want = least(p.held,
+                     (SELECT min(r.uri) FROM sluice_record_state r
+                       WHERE r.collection = p.collection AND r.pair = p.a || ' ' || p.b
+                         AND r.pair IS NOT NULL AND NOT r.deleted))
      WHERE p.full_check;
 
     -- For each such table, in two passes that each take row locks in pair
@@ -672,8 +702,8 @@ BEGIN
                           WHERE p.collection = 'app.bsky.feed.like'
                             AND p.full_check
                           ORDER BY p.a, p.b FOR UPDATE OF y)
-           AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.feed.like' AND s.pair = x.user_did || ' ' || x.post_uri)
+           AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
+                      AND (s.deleted OR s.pair IS DISTINCT FROM x.user_did || ' ' || x.post_uri))
         RETURNING x.uri, x.user_did, x.post_uri),
     n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri),
     t AS (DELETE FROM thread_contexts x USING gone WHERE x.root_author_like_uri = gone.uri),
@@ -729,8 +759,8 @@ BEGIN
                           WHERE p.collection = 'app.bsky.feed.repost'
                             AND p.full_check
                           ORDER BY p.a, p.b FOR UPDATE OF y)
-           AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.feed.repost' AND s.pair = x.user_did || ' ' || x.post_uri)
+           AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
+                      AND (s.deleted OR s.pair IS DISTINCT FROM x.user_did || ' ' || x.post_uri))
         RETURNING x.uri, x.user_did, x.post_uri),
     n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri),
     f AS (DELETE FROM feed_items x USING gone WHERE x.uri = gone.uri),
@@ -794,8 +824,8 @@ BEGIN
                           WHERE p.collection = 'app.bsky.graph.follow'
                             AND p.full_check
                           ORDER BY p.a, p.b FOR UPDATE OF y)
-           AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.graph.follow' AND s.pair = x.follower_did || ' ' || x.following_did)
+           AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
+                      AND (s.deleted OR s.pair IS DISTINCT FROM x.follower_did || ' ' || x.following_did))
         RETURNING x.uri, x.follower_did, x.following_did),
     n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri)
     SELECT count(*) FROM gone INTO staged_gone;
@@ -839,6 +869,8 @@ BEGIN
                    SELECT s.uri, s.collection FROM sluice_record_state s
                     WHERE s.collection = p.collection AND s.pair = p.a || ' ' || p.b
                       AND s.pair IS NOT NULL
+                   UNION ALL
+                   SELECT p.held, p.collection WHERE p.held IS NOT NULL
                    OFFSET 0) r
              WHERE p.recheck
              ORDER BY r.uri
@@ -861,8 +893,8 @@ BEGIN
                       WHERE p.collection = 'app.bsky.graph.block'
                         AND p.full_check
                       ORDER BY p.a, p.b FOR UPDATE OF y)
-       AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.graph.block' AND s.pair = x.blocker_did || ' ' || x.blocked_did);
+       AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
+                      AND (s.deleted OR s.pair IS DISTINCT FROM x.blocker_did || ' ' || x.blocked_did));
 
     INSERT INTO blocks AS x (uri, blocker_did, blocked_did, created_at, commit_time, commit_seq, commit_rev)
     SELECT r.uri, p.a, p.b, r.created_at, r.commit_time, r.commit_seq, r.commit_rev
@@ -882,8 +914,8 @@ BEGIN
                       WHERE p.collection = 'app.bsky.graph.listitem'
                         AND p.full_check
                       ORDER BY p.a, p.b FOR UPDATE OF y)
-       AND NOT EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri AND NOT s.deleted
-                      AND s.collection = 'app.bsky.graph.listitem' AND s.pair = x.list_uri || ' ' || x.subject_did);
+       AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
+                      AND (s.deleted OR s.pair IS DISTINCT FROM x.list_uri || ' ' || x.subject_did));
 
     INSERT INTO list_items AS x (uri, cid, list_uri, subject_did, created_at)
     SELECT r.uri, r.cid, p.a, p.b, r.created_at
