@@ -95,6 +95,8 @@ static const struct setting settings[] = {
     {"sink", NULL, SET_CHOICE, OFF(sink), 0, 0, "atproto|raw", "atproto"},
     {"input_format", NULL, SET_CHOICE, OFF(input_format), 0, 0,
      "stream|jetstream", "stream"},
+    {"counter_fold_ms", NULL, SET_DURATION, OFF(counter_fold_ms), 10, HOUR_MS,
+     NULL, "1000"},
     {"raw_table", NULL, SET_STRING, OFF(raw_table), 0, 0, NULL, "events"},
     {"raw_type_field", NULL, SET_STRING, OFF(raw_type_field), 0, 0, NULL,
      "type"},

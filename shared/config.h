@@ -60,6 +60,7 @@ struct config {
     /* Sink */
     char sink[32];            /* "raw" or "atproto" */
     char input_format[32];    /* "stream" or "jetstream" (atproto sink) */
+    long counter_fold_ms;     /* atproto: fold counter deltas this often */
     char raw_table[128];      /* raw sink: table name, "events" */
     char raw_type_field[128]; /* raw sink: field holding the event type */
 

@@ -27,7 +27,7 @@
 #include <sys/types.h>
 
 #define STATS_MAGIC          0x534c4355u /* "SLCU" */
-#define STATS_LAYOUT_VERSION 1u
+#define STATS_LAYOUT_VERSION 2u
 #define STATS_MAX_SLOTS      64
 #define STATS_NAME_MAX       64
 #define STATS_ERROR_MAX      160
@@ -56,6 +56,8 @@ struct stats_counters {
     uint64_t dead_lettered;  /* entries moved to the dead-letter stream */
     uint64_t batches_committed;
     uint64_t batches_retried; /* transient failure, batch applied again */
+    uint64_t deadlocks;       /* of those, PostgreSQL deadlocks (40P01) */
+    uint64_t counter_folds;   /* sink maintenance runs that did work */
     uint64_t entries_claimed; /* taken over with XAUTOCLAIM */
     uint64_t acks;            /* entries acked (XACK) */
     uint64_t redis_errors;

@@ -46,6 +46,8 @@ counters_add(struct stats_counters *sum, const struct stats_counters *c)
     sum->dead_lettered += c->dead_lettered;
     sum->batches_committed += c->batches_committed;
     sum->batches_retried += c->batches_retried;
+    sum->deadlocks += c->deadlocks;
+    sum->counter_folds += c->counter_folds;
     sum->entries_claimed += c->entries_claimed;
     sum->acks += c->acks;
     sum->redis_errors += c->redis_errors;
@@ -115,9 +117,9 @@ ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
             (int)snap->hdr.supervisor_pid, up, snap->hdr.stream,
             snap->hdr.group, (unsigned)snap->hdr.generation,
             (unsigned)snap->hdr.workers_wanted);
-    fprintf(out, "%-24s %-9s %8s %9s %9s %12s %9s %7s %8s\n", "WORKER", "STATE",
-            "PID", "UPTIME", "EVENTS/S", "APPLIED", "DEAD", "ERRORS",
-            "RESTARTS");
+    fprintf(out, "%-24s %-9s %8s %9s %9s %12s %9s %7s %9s %8s\n", "WORKER",
+            "STATE", "PID", "UPTIME", "EVENTS/S", "APPLIED", "DEAD", "ERRORS",
+            "DEADLOCKS", "RESTARTS");
     for (int i = 0; i < STATS_MAX_SLOTS; i++) {
         const struct stats_slot *s = &snap->slots[i];
         double r;
@@ -139,10 +141,11 @@ ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
         format_rate(rate, sizeof(rate), r);
         fprintf(out,
                 "%-24s %-9s %8d %9s %9s %12" PRIu64 " %9" PRIu64 " %7" PRIu64
-                " %8" PRIu64 "\n",
+                " %9" PRIu64 " %8" PRIu64 "\n",
                 s->name, worker_state_name((enum worker_state)s->state),
                 (int)s->pid, up, rate, s->c.events_applied, s->c.dead_lettered,
-                s->c.redis_errors + s->c.pg_errors, s->c.restarts);
+                s->c.redis_errors + s->c.pg_errors, s->c.deadlocks,
+                s->c.restarts);
         if (s->state == WORKER_DEAD || s->state == WORKER_BACKOFF)
             if (s->last_error[0] != '\0')
                 fprintf(out, "  last error: %s\n", s->last_error);
@@ -150,10 +153,10 @@ ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
     format_rate(rate, sizeof(rate), have_rate ? total_rate : -1);
     fprintf(out,
             "%-24s %-9s %8s %9s %9s %12" PRIu64 " %9" PRIu64 " %7" PRIu64
-            " %8" PRIu64 "\n",
+            " %9" PRIu64 " %8" PRIu64 "\n",
             "total", "", "", "", rate, total.events_applied,
             total.dead_lettered, total.redis_errors + total.pg_errors,
-            total.restarts);
+            total.deadlocks, total.restarts);
     (void)running;
     if (grp == NULL)
         return;
@@ -186,6 +189,8 @@ json_counters(cJSON *obj, const struct stats_counters *c)
     cJSON_AddNumberToObject(obj, "batches_committed",
                             (double)c->batches_committed);
     cJSON_AddNumberToObject(obj, "batches_retried", (double)c->batches_retried);
+    cJSON_AddNumberToObject(obj, "deadlocks", (double)c->deadlocks);
+    cJSON_AddNumberToObject(obj, "counter_folds", (double)c->counter_folds);
     cJSON_AddNumberToObject(obj, "entries_claimed", (double)c->entries_claimed);
     cJSON_AddNumberToObject(obj, "acks", (double)c->acks);
     cJSON_AddNumberToObject(obj, "redis_errors", (double)c->redis_errors);
@@ -327,6 +332,11 @@ static const struct prom_counter prom_counters[] = {
     COUNTER(batches_committed, "Batches committed to PostgreSQL."),
     COUNTER(batches_retried, "Batches applied again after a transient "
                              "failure."),
+    COUNTER(deadlocks, "Batches rolled back by a PostgreSQL deadlock and "
+                       "applied again."),
+    COUNTER(counter_folds, "Runs of the sink's maintenance that found work "
+                           "(atproto: counter deltas folded, or another "
+                           "worker folding)."),
     COUNTER(entries_claimed, "Entries taken over with XAUTOCLAIM."),
     COUNTER(acks, "Entries acknowledged with XACK."),
     COUNTER(redis_errors, "Redis errors seen by the worker."),

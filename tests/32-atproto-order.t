@@ -82,7 +82,7 @@ sub apply_batches {
     my ($rig, $db, @batches) = @_;
     my $sql = "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE sluice_stage_template INCLUDING DEFAULTS);\n";
     for my $b (@batches) {
-        $sql .= "BEGIN;\n" . stage_sql(@$b) . "SELECT sluice_apply_stage();\nCOMMIT;\n";
+        $sql .= "BEGIN;\n" . stage_sql(@$b) . "SELECT sluice_apply_stage();\nCOMMIT;\nSELECT sluice_fold_counters(true);\n";
     }
     my $r = psql_script($rig, $db, $sql);
     diag($r->[1]) if $r->[0] != 0;

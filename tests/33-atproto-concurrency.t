@@ -77,7 +77,7 @@ sub apply_batches {
     my ($rig, $db, @batches) = @_;
     my $sql = "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE sluice_stage_template INCLUDING DEFAULTS);\n";
     for my $b (@batches) {
-        $sql .= "BEGIN;\n" . stage_sql(@$b) . "SELECT sluice_apply_stage();\nCOMMIT;\n";
+        $sql .= "BEGIN;\n" . stage_sql(@$b) . "SELECT sluice_apply_stage();\nCOMMIT;\nSELECT sluice_fold_counters(true);\n";
     }
     my $r = psql_script($rig, $db, $sql);
     diag($r->[1]) if $r->[0] != 0;
@@ -137,7 +137,7 @@ for my $w (0 .. $W - 1) {
     my @batches;
     while (@all) { push @batches, [splice @all, 0, 20 + int rand 60] }
     my $sql = "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE sluice_stage_template INCLUDING DEFAULTS);\n";
-    $sql .= "BEGIN;\n" . stage_sql(@$_) . "SELECT sluice_apply_stage();\nCOMMIT;\n" for @batches;
+    $sql .= "BEGIN;\n" . stage_sql(@$_) . "SELECT sluice_apply_stage();\nCOMMIT;\nSELECT sluice_fold_counters(true);\n" for @batches;
     push @scripts, $sql;
 }
 

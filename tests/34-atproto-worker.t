@@ -14,7 +14,7 @@ use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
-use AtprotoTables qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG);
+use AtprotoTables qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG wait_counters_folded);
 use Test::More;
 use JSON::PP;
 use POSIX qw(strftime);
@@ -346,6 +346,7 @@ sub xadd_all {
 xadd_all(0);
 my $pid = $rig->spawn('w', $sluiced, '-c', $conf, '--worker', 'atp-1');
 ok($rig->wait_drained($stream, $group, 90), 'every entry decided and acked: nothing pending, lag 0');
+ok(wait_counters_folded($rig), 'the counters folded');
 
 sub sq { return $rig->psql($_[0]) }
 
@@ -565,13 +566,13 @@ my $first_notime = dump_tables(undef, 'created_at|sort_at|ord_ms|ord_seq');
 
 is($rig->redis('XGROUP', 'SETID', $stream, $group, '0', 'ENTRIESREAD', '0'), 'OK', 'group rewound to the start');
 ok($rig->wait_until(sub { scalar($rig->stream_entries($dead)) == 2 * @bad_entries }, 60)
-   && $rig->wait_drained($stream, $group, 60), 'the whole stream delivered again and acked');
+   && $rig->wait_drained($stream, $group, 60) && wait_counters_folded($rig), 'the whole stream delivered again and acked');
 same_dump(dump_tables(), $first, 'redelivery');
 counters_true(undef, 'redelivery');
 
 # ---- the same entries added again (new IDs) ------------------------------------
 xadd_all(1);
-ok($rig->wait_drained($stream, $group, 90), 'the replayed entries decided and acked');
+ok($rig->wait_drained($stream, $group, 90) && wait_counters_folded($rig), 'the replayed entries decided and acked');
 is(scalar($rig->stream_entries($dead)), 3 * @bad_entries, 'the malformed ones dead-lettered again');
 same_dump(dump_tables(undef, 'created_at|sort_at|ord_ms|ord_seq'), $first_notime,
     'replay with new IDs (timestamps aside)');
@@ -647,7 +648,7 @@ for my $k (0 .. $#jl) {
 }
 like($rig->redis_batch(@jcmds), qr/errors: 0\b/, 'jetstream: entries added');
 my $jpid = $rig->spawn('wj', $sluiced, '-c', $jconf, '--worker', 'atp-js-1');
-ok($rig->wait_drained($js, $group, 60), 'jetstream: every entry decided and acked');
+ok($rig->wait_drained($js, $group, 60) && wait_counters_folded($rig, 'js'), 'jetstream: every entry decided and acked');
 sub jq { return $rig->psql_db('js', $_[0]) }
 my @jdl = $rig->stream_entries("$js:dead");
 is(scalar @jdl, scalar @jbad, 'jetstream: one dead letter per bad line');

@@ -16,7 +16,7 @@ use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
-use AtprotoTables qw($COUNTERS_WRONG);
+use AtprotoTables qw($COUNTERS_WRONG wait_counters_folded);
 use Test::More;
 use JSON::PP;
 use Encode ();
@@ -326,7 +326,8 @@ sub run_file {
         }
         is($rig->redis('XLEN', $stream), scalar @lines, "$file, $way: one entry per line");
         my $pid = $rig->spawn("w-$db", $sluiced, '-c', $conf, '--worker', "rec-$db");
-        ok($rig->wait_drained($stream, $group, 60), "$file, $way: drained, nothing pending, lag 0");
+        ok($rig->wait_drained($stream, $group, 60) && wait_counters_folded($rig, $db),
+            "$file, $way: drained, nothing pending, lag 0, counters folded");
         is(scalar($rig->stream_entries("$stream:dead")) // 0, 0, "$file, $way: no dead letters");
         check_db($db, $m, "$file, $way", $stream);
         kill 'TERM', $pid;

@@ -20,7 +20,7 @@ use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
-use AtprotoTables qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG);
+use AtprotoTables qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG wait_counters_folded);
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw(sleep);
@@ -209,6 +209,7 @@ note("w3 left $w3pending entries pending");
 
 ok($rig->wait_drained($stream, 'grp-a', 120), 'A: drained (nothing pending, lag 0)');
 ok($rig->wait_drained($stream, 'grp-b', 120), 'B: drained, the dead worker\'s entries reclaimed');
+ok(wait_counters_folded($rig, 'a') && wait_counters_folded($rig, 'b'), 'A and B: the counters folded');
 is(consumer_pending('b-w3'), 0, 'B: the dead worker holds nothing');
 like($rig->log_text('b-w2-again'), qr/re-reading \d+ of this consumer's pending entries/,
     'B: the restarted worker re-read its own pending entries') if $w2pending;
@@ -300,10 +301,11 @@ kill 'TERM', $_ for $pa, values %pb;
 is($rig->wait_exit($_, 30), 0, 'worker exits cleanly') for $pa, sort values %pb;
 
 # ---- interleavings of two workers, made to happen ------------------------------------
-# Worker X's batch is held open at its end: a third session holds the row
-# lock of a post's aggregation row that X's batch updates. Meanwhile
-# worker Y applies the next entry (and may wait for X's locks); then the
-# lock holder lets go. Stream order decides the outcome, as always.
+# Worker X's batch is held open at its end: a third session holds a SHARE
+# lock on sluice_counter_delta, which every batch appends to last of all.
+# Meanwhile worker Y applies the next entry (and waits for X's row locks,
+# or at the same place as X); then the lock holder lets go. Stream order
+# decides the outcome, as always.
 my $db = 'c';
 my $rs = 'race:events';
 $rig->create_database($db);
@@ -319,13 +321,14 @@ sub race {
     my ($name, $held, $x, $y) = @_;
     my $n = ++$nrace;
     my $waiting = sub {
-        qc(q{SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'});
+        qc(q{SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+              AND query LIKE '%sluice_apply_stage%'});
     };
     my $hold_log = $rig->dir . "/hold-$n.out";
     open my $hold, '|-', "psql -X -q -A -t -d '" . $rig->database_url_for($db) . "' > $hold_log 2>&1" or die "psql: $!";
     $hold->autoflush(1);
-    print $hold "BEGIN;\nSELECT post_uri FROM post_aggregations WHERE post_uri = '$held' FOR UPDATE;\n";
-    ok($rig->wait_until(sub { -s $hold_log }, 10), "$name: a session holds the aggregation row of $held");
+    print $hold "BEGIN;\nLOCK TABLE sluice_counter_delta IN SHARE MODE;\nSELECT 'held';\n";
+    ok($rig->wait_until(sub { -s $hold_log }, 10), "$name: a session holds the end of every batch");
     $rig->redis('XADD', $rs, '*', @$x);
     ok($rig->wait_until(sub { $waiting->() == 1 }, 20), "$name: worker X waits before its commit");
     $rig->redis('XADD', $rs, '*', @$y);
@@ -335,7 +338,7 @@ sub race {
     }, 20), "$name: worker Y applied its entry or waits for X");
     print $hold "COMMIT;\n";
     close $hold;
-    ok($rig->wait_drained($rs, $cgroup, 30), "$name: drained");
+    ok($rig->wait_drained($rs, $cgroup, 30) && wait_counters_folded($rig, $db), "$name: drained, counters folded");
 }
 sub setup {
     $rig->redis('XADD', $rs, '*', @$_) for @_;
@@ -380,6 +383,7 @@ race('reply deleted', $rp, commit($U, dl($P, 'rq')),
 is(qc(qq{SELECT count(*) FROM thread_contexts WHERE post_uri = '$rq'}), 0,
    'reply deleted: no thread context for a reply deleted before the like');
 
+ok(wait_counters_folded($rig, $db), 'race: the counters folded');
 is(qc($COUNTERS_WRONG), 0, 'race: every counter equals the true number of rows');
 kill 'TERM', $_ for @cpids;
 is($rig->wait_exit($_, 30), 0, 'race: worker exits cleanly') for @cpids;
@@ -391,7 +395,8 @@ my $dconf = $rig->write_config(database_url => $rig->database_url_for('d'), stre
     dead_letter_stream => "$rs:dead-d", batch_size => 1, batch_timeout_ms => 20, block_ms => 200);
 is($rig->run($sluiced, '-c', $dconf, '--init-schema')->[0], 0, 'race reference: schema');
 my $dpid = $rig->spawn('d-1', $sluiced, '-c', $dconf, '--worker', 'd-1');
-ok($rig->wait_drained($rs, 'grp-d', 30), 'race reference: one worker drained the same stream');
+ok($rig->wait_drained($rs, 'grp-d', 30) && wait_counters_folded($rig, 'd'),
+   'race reference: one worker drained the same stream');
 is($rig->psql_db('d', qq{SELECT string_agg(uri, ',') FROM likes WHERE user_did = '$U'}) . ' ' . $rig->psql_db('d', q{SELECT string_agg(uri, ',') FROM follows}),
    uri($U, $L, 'rb') . ' ' . uri($U, $FO, 'fb'), 'race reference: the duplicates own the rows');
 is($rig->psql_db('d', qq{SELECT has_thread_gate || ' ' || has_post_gate FROM posts WHERE uri = '$rg'}), 'true true',

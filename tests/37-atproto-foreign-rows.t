@@ -11,7 +11,7 @@ use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
-use AtprotoTables qw($COUNTERS_WRONG $LIKE_COUNTS_WRONG);
+use AtprotoTables qw($COUNTERS_WRONG $LIKE_COUNTS_WRONG wait_counters_folded);
 use Test::More;
 use JSON::PP;
 
@@ -164,6 +164,7 @@ like($rig->redis_batch(@cmds), qr/errors: 0\b/, scalar(@cmds) . ' entries added'
 
 my $pid = $rig->spawn('w', $sluiced, '-c', $conf, '--worker', 'foreign-1');
 ok($rig->wait_drained($stream, $group, 60), 'every entry decided and acked');
+ok(wait_counters_folded($rig), 'the counters folded');
 is(scalar($rig->stream_entries("$stream:dead")), 0, 'nothing dead-lettered');
 
 # ---- deletes: the row and what it produced, counters moved ------------------

@@ -86,9 +86,11 @@ ok($hist >= 1, 'stats --json: the latency histogram has samples');
 
 $r = $rig->run($ctl, '-c', $conf, 'status');
 is($r->[0], 0, 'status: exit 0');
-my @t = $r->[1] =~ /^total\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$/m;
+# total: EVENTS/S APPLIED DEAD ERRORS DEADLOCKS RESTARTS
+my @t = $r->[1] =~ /^total\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$/m;
 is($t[1], rows(), 'status: the total applied equals the rows in PostgreSQL');
 is($t[2], 2, 'status: the total dead-lettered');
+is($t[4], 0, 'status: no deadlocks');
 like($r->[1], qr/^test-1\s+running\s+\d+/m, 'status: test-1 running');
 like($r->[1], qr/^test-2\s+running\s+\d+/m, 'status: test-2 running');
 like($r->[1], qr/group $group: lag 0, pending 0/, 'status: lag and pending from Redis');

@@ -96,6 +96,15 @@ struct sink_type {
     enum sink_result (*before_apply)(struct sink *sink, PGconn *conn,
                                      struct stream_entry *const *entries,
                                      size_t n, char *err, size_t errlen);
+    /* Optional: the sink's own work outside any batch, in autocommit (the
+     * atproto sink folds its counter deltas into the counters). The worker
+     * calls it at most every sink->maintain_ms while it commits batches,
+     * and at once when a read finds the stream idle. *pending is set to whether
+     * work is left for another call. SINK_OK, or SINK_RETRY with err (the
+     * worker logs it and calls again later; nothing is lost: the work is
+     * in committed rows). */
+    enum sink_result (*maintain)(struct sink *sink, PGconn *conn, int *pending,
+                                 char *err, size_t errlen);
     /* Optional (NULL: use ddl as it is): the DDL for this sink's
      * configuration, when it depends on settings (the raw sink's table
      * name). The text belongs to the sink. */
@@ -104,6 +113,7 @@ struct sink_type {
 
 struct sink {
     const struct sink_type *type;
+    long maintain_ms; /* set by create() when the type has maintain() */
 };
 
 /* Look a sink type up by name ("raw", "atproto"); NULL if unknown. */

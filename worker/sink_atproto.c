@@ -764,6 +764,29 @@ atp_before_apply(struct sink *sink, PGconn *conn,
     return r == SINK_RETRY ? SINK_RETRY : SINK_OK;
 }
 
+/*
+ * Fold the committed counter deltas (sluice_fold_counters(), one session
+ * at a time). Work is left pending when this call folded something (more
+ * may have been committed meanwhile) or found another worker folding
+ * (deltas committed after that fold began are not in it).
+ */
+static enum sink_result
+atp_maintain(struct sink *sink, PGconn *conn, int *pending, char *err,
+             size_t errlen)
+{
+    PGresult *res;
+    enum sink_result r;
+
+    (void)sink;
+    *pending = 0;
+    res = PQexec(conn, "SELECT sluice_fold_counters(false)");
+    r = sink_result_of_pg(conn, res, err, errlen);
+    if (r == SINK_OK && PQntuples(res) == 1)
+        *pending = strtoll(PQgetvalue(res, 0, 0), NULL, 10) != 0;
+    PQclear(res);
+    return r == SINK_OK ? SINK_OK : SINK_RETRY;
+}
+
 static void
 atp_release(struct sink *sink, struct stream_entry *e)
 {
@@ -790,6 +813,7 @@ atp_create(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     s->jetstream = strcmp(cfg->input_format, "jetstream") == 0;
+    s->base.maintain_ms = cfg->counter_fold_ms;
     return &s->base;
 }
 
@@ -818,4 +842,5 @@ const struct sink_type sink_atproto_type = {
     .apply = atp_apply,
     .release = atp_release,
     .before_apply = atp_before_apply,
+    .maintain = atp_maintain,
 };

@@ -117,6 +117,12 @@ struct worker {
     /* the periodic summary */
     int64_t summary_ms;
     uint64_t sum_batches, sum_applied, sum_dead, sum_claimed, sum_retries;
+    uint64_t sum_deadlocks;
+
+    /* the sink's maintenance (sink_type.maintain) */
+    int maintain_pending;     /* committed work may be waiting for it */
+    int64_t next_maintain_ms; /* monotonic */
+    int64_t maintain_logged_ms;
 };
 
 static struct stats_slot private_slot;
@@ -574,6 +580,48 @@ worker_committed(struct worker *w, struct stream_entry *const *entries,
     stats_slot_write_end(w->slot);
     w->sum_batches++;
     w->sum_applied += n;
+    w->maintain_pending = 1;
+}
+
+/*
+ * The sink's maintenance, outside any batch: after this worker committed,
+ * at most every maintain_ms, and at once when the stream is idle; an idle
+ * worker also runs it every maintain_ms when it committed nothing itself
+ * (a worker that died may have left work behind). A failure is logged and
+ * the work stays for a later run (it is held in committed rows: nothing
+ * is lost, and no entry waits for it).
+ */
+static void
+worker_maintain(struct worker *w, int idle)
+{
+    char err[ERR_MAX];
+    int64_t now;
+    int pending = 1;
+
+    if (w->sink_type->maintain == NULL || w->pg == NULL ||
+        PQstatus(w->pg) != CONNECTION_OK)
+        return;
+    now = mono_ms();
+    if (now < w->next_maintain_ms && !(idle && w->maintain_pending))
+        return;
+    if (!idle && !w->maintain_pending)
+        return;
+    w->next_maintain_ms = now + w->sink->maintain_ms;
+    if (w->sink_type->maintain(w->sink, w->pg, &pending, err, sizeof(err)) !=
+        SINK_OK) {
+        if (now - w->maintain_logged_ms >= BACKOFF_LOG_EVERY_MS) {
+            log_warnx("sink maintenance failed (trying again later): %s", err);
+            w->maintain_logged_ms = now;
+        }
+        SLOT_ADD(w, pg_errors, 1);
+        worker_set_error(w, err);
+        if (PQstatus(w->pg) != CONNECTION_OK)
+            pg_drop(w);
+        return;
+    }
+    if (pending)
+        SLOT_ADD(w, counter_folds, 1);
+    w->maintain_pending = pending;
 }
 
 /*
@@ -620,6 +668,10 @@ worker_apply(struct worker *w, struct stream_entry *const *entries, size_t n)
         }
         /* transient: the same entries again, after a backoff */
         SLOT_ADD(w, batches_retried, 1);
+        if (strncmp(err, "40P01", 5) == 0) {
+            SLOT_ADD(w, deadlocks, 1);
+            w->sum_deadlocks++;
+        }
         w->sum_retries++;
         if (w->pg_down_since == 0)
             w->pg_down_since = mono_ms();
@@ -870,13 +922,13 @@ worker_summary(struct worker *w, int force)
     if (w->sum_batches || w->sum_dead || w->sum_claimed || w->sum_retries)
         log_info("last %.0f s: %" PRIu64 " batches, %" PRIu64
                  " entries applied (%.0f/s), %" PRIu64 " dead letters, %" PRIu64
-                 " claimed, %" PRIu64 " retries",
+                 " claimed, %" PRIu64 " retries (%" PRIu64 " deadlocks)",
                  secs, w->sum_batches, w->sum_applied,
                  secs > 0 ? (double)w->sum_applied / secs : 0.0, w->sum_dead,
-                 w->sum_claimed, w->sum_retries);
+                 w->sum_claimed, w->sum_retries, w->sum_deadlocks);
     w->summary_ms = now;
     w->sum_batches = w->sum_applied = w->sum_dead = w->sum_claimed =
-        w->sum_retries = 0;
+        w->sum_retries = w->sum_deadlocks = 0;
 }
 
 static void
@@ -972,11 +1024,14 @@ worker_run(const struct worker_options *opt)
             break;
         worker_heartbeat(&w, WORKER_RUNNING);
 
+        worker_maintain(&w, 0);
         batch_clear(&w.b);
         st = worker_fill(&w);
         if ((w.b.n > 0 || w.b.ngone > 0) && !worker_quit_requested) {
             if (worker_process(&w) < 0)
                 break;
+        } else if (st == STREAM_OK && !worker_quit_requested) {
+            worker_maintain(&w, 1);
         }
         if (st != STREAM_OK && worker_redis_fault(&w, st) < 0)
             break;

@@ -420,6 +420,21 @@ CREATE TABLE IF NOT EXISTS sluice_account_status (
     updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
 
+-- Counter deltas committed by batches and not folded yet: one row per
+-- counted URI per batch (a post's likes, reposts, replies and quotes; the
+-- likes of a feed generator or a labeler), a row of zeros for a post that
+-- was only referenced (so that it gets its post_aggregations row). Batches
+-- only append here, which takes no lock another worker waits for: the
+-- counter rows of hot posts are written by sluice_fold_counters() alone.
+-- No index: it is read whole and emptied by the fold.
+CREATE TABLE IF NOT EXISTS sluice_counter_delta (
+    uri text NOT NULL,
+    likes int NOT NULL DEFAULT 0,
+    reposts int NOT NULL DEFAULT 0,
+    replies int NOT NULL DEFAULT 0,
+    quotes int NOT NULL DEFAULT 0
+);
+
 -- ---- helpers ------------------------------------------------------------
 
 -- The CID of a blob in canonical form ({"ref": {"$link": cid}}); NULL if
@@ -1051,20 +1066,6 @@ BEGIN
       FROM sluice_stage s
      WHERE s.collection = 'app.bsky.actor.profile' AND s.kind = 'delete' AND u.did = s.did;
 
-    -- likes of feed generators and labelers (before their rows are
-    -- written below, which count their likes themselves)
-    UPDATE feed_generators x SET like_count = greatest(0, x.like_count + d.n)
-      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
-             WHERE split_part(uri, '/', 4) = 'app.bsky.feed.generator'
-             GROUP BY uri HAVING sum(likes) <> 0) d
-     WHERE x.uri = d.uri;
-    UPDATE labeler_services x SET like_count = greatest(0, x.like_count + d.n)
-      FROM (SELECT uri, sum(likes) AS n FROM sluice_delta
-             WHERE split_part(uri, '/', 4) = 'app.bsky.labeler.service'
-             GROUP BY uri HAVING sum(likes) <> 0) d
-     WHERE x.uri = d.uri;
-
-
     -- ---- records with a plain URI key: deletes, then upserts.
     DELETE FROM lists x USING sluice_stage s
      WHERE s.collection = 'app.bsky.graph.list' AND s.kind = 'delete' AND x.uri = s.uri;
@@ -1192,19 +1193,15 @@ BEGIN
        SET cid = excluded.cid, record_type = excluded.record_type,
            record = excluded.record, created_at = excluded.created_at;
 
-    -- ---- counters: summed per URI, applied in URI order.
-    INSERT INTO post_aggregations AS x (post_uri, like_count, repost_count, reply_count, quote_count)
+    -- ---- counters: the batch's deltas, summed per URI, are appended for
+    -- sluice_fold_counters() (zeros too: a referenced post gets its row).
+    INSERT INTO sluice_counter_delta (uri, likes, reposts, replies, quotes)
     SELECT uri, sum(likes), sum(reposts), sum(replies), sum(quotes)
-      FROM sluice_delta WHERE split_part(uri, '/', 4) = 'app.bsky.feed.post'
-     GROUP BY uri ORDER BY uri
-    ON CONFLICT (post_uri) DO UPDATE
-       SET like_count = greatest(0, x.like_count + excluded.like_count),
-           repost_count = greatest(0, x.repost_count + excluded.repost_count),
-           reply_count = greatest(0, x.reply_count + excluded.reply_count),
-           quote_count = greatest(0, x.quote_count + excluded.quote_count),
-           updated_at = now() AT TIME ZONE 'UTC'
-     WHERE excluded.like_count <> 0 OR excluded.repost_count <> 0
-        OR excluded.reply_count <> 0 OR excluded.quote_count <> 0;
+      FROM sluice_delta
+     WHERE split_part(uri, '/', 4) = 'app.bsky.feed.post'
+        OR (split_part(uri, '/', 4) IN ('app.bsky.feed.generator', 'app.bsky.labeler.service')
+            AND likes <> 0)
+     GROUP BY uri;
 
     -- DELETE, not TRUNCATE: a truncation gives the tables new files, and
     -- that invalidates every plan this function has cached, so each batch
@@ -1215,5 +1212,93 @@ BEGIN
     DELETE FROM sluice_delta;
     DELETE FROM sluice_pairs;
     RETURN staged;
+END
+$fn$;
+
+-- sluice_fold_counters(wait): fold the committed counter deltas into
+-- post_aggregations and into the like counts of feed generators and
+-- labelers, in one transaction of its own (the caller's, autocommit).
+-- One session folds at a time: with wait false a call that finds another
+-- one folding returns -1 at once, with wait true it waits for it. Returns
+-- the number of URIs folded, or -1 when it did not fold.
+--
+-- A post's counters move by the sum of its deltas (every delta is a row
+-- really inserted or removed, so the counts stay equal to the rows; never
+-- below 0 against rows an old worker counted wrong). A feed generator's or
+-- labeler's like_count is recounted from likes instead: its row counts
+-- the likes already there when it is written, and a recount can't count
+-- one of them twice. Locks: post_aggregations rows in URI order, then
+-- feed_generators and labeler_services rows in URI order; batches never
+-- lock post_aggregations rows, so the fold and the workers don't wait for
+-- each other there.
+CREATE OR REPLACE FUNCTION sluice_fold_counters(wait boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    folded bigint;
+    negative text[];
+BEGIN
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock(1936486755, 1);   -- 'sluc', the fold
+    ELSIF NOT pg_try_advisory_xact_lock(1936486755, 1) THEN
+        RETURN -1;
+    END IF;
+    -- Batches append under ROW EXCLUSIVE, which this does not wait for;
+    -- a session holding a stronger lock on the table (an operator's
+    -- LOCK TABLE, ALTER TABLE) makes the fold give up rather than queue.
+    BEGIN
+        LOCK TABLE sluice_counter_delta IN ROW EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN -1;
+    END;
+    IF to_regclass('pg_temp.sluice_fold') IS NULL THEN
+        CREATE TEMP TABLE sluice_fold (
+            uri text NOT NULL,
+            likes int NOT NULL,
+            reposts int NOT NULL,
+            replies int NOT NULL,
+            quotes int NOT NULL
+        ) ON COMMIT DELETE ROWS;
+    END IF;
+    WITH d AS (DELETE FROM sluice_counter_delta RETURNING *)
+    INSERT INTO sluice_fold
+    SELECT uri, sum(likes), sum(reposts), sum(replies), sum(quotes) FROM d GROUP BY uri;
+    GET DIAGNOSTICS folded = ROW_COUNT;
+    IF folded = 0 THEN
+        RETURN 0;
+    END IF;
+
+    WITH up AS (
+        INSERT INTO post_aggregations AS x (post_uri, like_count, repost_count, reply_count, quote_count)
+        SELECT uri, likes, reposts, replies, quotes
+          FROM sluice_fold WHERE split_part(uri, '/', 4) = 'app.bsky.feed.post'
+         ORDER BY uri
+        ON CONFLICT (post_uri) DO UPDATE
+           SET like_count = greatest(0, x.like_count + excluded.like_count),
+               repost_count = greatest(0, x.repost_count + excluded.repost_count),
+               reply_count = greatest(0, x.reply_count + excluded.reply_count),
+               quote_count = greatest(0, x.quote_count + excluded.quote_count),
+               updated_at = now() AT TIME ZONE 'UTC'
+         WHERE excluded.like_count <> 0 OR excluded.repost_count <> 0
+            OR excluded.reply_count <> 0 OR excluded.quote_count <> 0
+        RETURNING x.post_uri, least(x.like_count, x.repost_count, x.reply_count, x.quote_count) < 0 AS below)
+    SELECT array_agg(post_uri ORDER BY post_uri) FILTER (WHERE below) INTO negative FROM up;
+    -- a new row below 0: rows removed that an old worker never counted
+    IF negative IS NOT NULL THEN
+        UPDATE post_aggregations
+           SET like_count = greatest(0, like_count), repost_count = greatest(0, repost_count),
+               reply_count = greatest(0, reply_count), quote_count = greatest(0, quote_count)
+         WHERE post_uri = ANY (negative);
+    END IF;
+
+    PERFORM 1 FROM feed_generators x JOIN sluice_fold f ON f.uri = x.uri
+     ORDER BY x.uri FOR UPDATE OF x;
+    UPDATE feed_generators x SET like_count = (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri)
+      FROM sluice_fold f WHERE f.uri = x.uri;
+    PERFORM 1 FROM labeler_services x JOIN sluice_fold f ON f.uri = x.uri
+     ORDER BY x.uri FOR UPDATE OF x;
+    UPDATE labeler_services x SET like_count = (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri)
+      FROM sluice_fold f WHERE f.uri = x.uri;
+    DELETE FROM sluice_fold;
+    RETURN folded;
 END
 $fn$;

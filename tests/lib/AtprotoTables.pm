@@ -5,7 +5,7 @@ package AtprotoTables;
 use strict;
 use warnings;
 use Exporter 'import';
-our @EXPORT_OK = qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG);
+our @EXPORT_OK = qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG wait_counters_folded);
 
 our %COMPARED = (
     users => 'did, handle, display_name, avatar_url, banner_url, description, profile_record, pinned_post',
@@ -55,5 +55,18 @@ SELECT (SELECT count(*) FROM feed_generators g
      + (SELECT count(*) FROM labeler_services g
          WHERE like_count <> (SELECT count(*) FROM likes WHERE post_uri = g.uri))
 SQL
+
+# Wait (up to $timeout seconds, default 30) until the workers have folded
+# every committed counter delta into the counters of database $db (the
+# rig's own when undef): the counters lag the rows by up to
+# counter_fold_ms. Returns true when nothing is left to fold.
+sub wait_counters_folded {
+    my ($rig, $db, $timeout) = @_;
+    my $sql = 'SELECT count(*) FROM sluice_counter_delta';
+    return $rig->wait_until(sub {
+        my $n = defined $db ? $rig->psql_db($db, $sql) : $rig->psql($sql);
+        defined $n && $n eq '0';
+    }, $timeout // 30);
+}
 
 1;
