@@ -195,6 +195,11 @@ for W in $WORKERS; do
         [ "$1" = 0 ] && [ "$2" = 0 ] && break
         sleep 0.2
     done
+    # drained means the counters folded too (atproto: sluice_counter_delta
+    # empty); that wait is part of the drain time
+    while [ "$(psql_db "$db" -Atc "select coalesce((select 1 from sluice_counter_delta limit 1), 0)" 2>/dev/null || echo 0)" = 1 ]; do
+        sleep 0.05
+    done
     t1=$(now)
     sl=$(ticks $(tree "$sluiced_pid"))
     pg1=$(ticks $(tree "$pg_pid"))
@@ -205,15 +210,17 @@ for W in $WORKERS; do
     wait "$sluiced_pid" || true
     sluiced_pid=""
     dead=$(rcli XLEN "$STREAM:dead")
+    dlk=$(perl -MJSON::PP -e 'local $/; print decode_json(<STDIN>)->{total}{deadlocks} // 0' \
+        <"$tmp/stats-w$W.json" 2>/dev/null || echo -)
 
     awk -v w="$W" -v n="$N" -v t0="$t0" -v t1="$t1" -v sl="$sl" \
         -v pg="$((pg1 - pg0))" -v rd="$((rd1 - rd0))" -v hz="$HZ" \
-        -v srss="$sup_rss" -v wrss="$wrk_rss" -v lat="$lat" -v dead="$dead" \
+        -v srss="$sup_rss" -v wrss="$wrk_rss" -v lat="$lat" -v dead="$dead" -v dlk="$dlk" \
         'BEGIN {
             s = t1 - t0; split(lat, l, " ");
-            printf "%d %.3f %.0f %.3f %.3f %.3f %.1f %d %d %s %s %s %d\n",
+            printf "%d %.3f %.0f %.3f %.3f %.3f %.1f %d %d %s %s %s %d %s\n",
                 w, s, n / s, sl / hz, pg / hz, rd / hz,
-                sl / hz * 1e6 / n, srss, wrss, l[1], l[2], l[3], dead
+                sl / hz * 1e6 / n, srss, wrss, l[1], l[2], l[3], dead, dlk
         }' >>"$results"
     say "W=$W: $(tail -1 "$results" | awk '{ printf "%s s, %s events/s", $2, $3 }')"
     last_db=$db
@@ -279,13 +286,13 @@ fi
     echo "sluice bench: $N generated events (seed $SEED), sink $SINK, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) CPUs, $(uname -r); PostgreSQL defaults (fsync on, synchronous_commit on)"
     echo
-    printf '%3s %8s %9s %9s %9s %9s %8s %8s %8s %14s %5s\n' W seconds events/s \
+    printf '%3s %8s %9s %9s %9s %9s %8s %8s %8s %14s %5s %9s\n' W seconds events/s \
         sluiced-s postgres-s redis-s us/event sup-RSS wrk-RSS \
-        'p50/p90/p99ms' dead
-    while read -r w s eps sl pg rd us srss wrss p50 p90 p99 dead; do
-        printf '%3s %8s %9s %9s %9s %9s %8s %7sK %7sK %14s %5s\n' "$w" "$s" \
+        'p50/p90/p99ms' dead deadlocks
+    while read -r w s eps sl pg rd us srss wrss p50 p90 p99 dead dlk; do
+        printf '%3s %8s %9s %9s %9s %9s %8s %7sK %7sK %14s %5s %9s\n' "$w" "$s" \
             "$eps" "$sl" "$pg" "$rd" "$us" "$srss" "$wrss" \
-            "$p50/$p90/$p99" "$dead"
+            "$p50/$p90/$p99" "$dead" "$dlk"
     done <"$results"
     echo
     echo "COPY ceiling: the same final rows loaded with COPY into the same empty"
@@ -316,7 +323,8 @@ perl -MJSON::PP -e '
         my @c = split;
         my %r; @r{qw(workers seconds events_per_s sluiced_cpu_s postgres_cpu_s
             redis_cpu_s sluiced_us_per_event supervisor_rss_kb worker_rss_kb
-            latency_p50_ms latency_p90_ms latency_p99_ms dead_letters)} = @c;
+            latency_p50_ms latency_p90_ms latency_p99_ms dead_letters
+            deadlock_retries)} = @c;
         $_ = ($_ eq "-" ? undef : $_ + 0) for values %r;
         $r{ratio_to_ceiling} = $ceil ? $r{events_per_s} / $ceil : undef;
         $best = $r{events_per_s} if $r{events_per_s} > $best;
