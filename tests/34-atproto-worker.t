@@ -14,6 +14,7 @@ use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
+use AtprotoNames qw(did uri $P $L $R $FO $BL $PR $LI $IT $FG $SP $LB $TG $PG);
 use AtprotoTables qw(%COMPARED $COUNTERS_WRONG $LIKE_COUNTS_WRONG wait_counters_folded);
 use Test::More;
 use JSON::PP;
@@ -23,23 +24,8 @@ my $JSON = JSON::PP->new->canonical->ascii;
 sub enc { return $JSON->encode($_[0]) }
 
 # ---- names -----------------------------------------------------------------
-sub did { my ($n) = @_; return 'did:plc:' . $n . ('x' x (24 - length $n)) }
 my ($A, $B, $C, $D, $E, $F, $H, $I) = map { did($_) } qw(alice bob carol dave erin frank hank ivy);
 my $G = 'did:web:gina.example.com';
-my $P  = 'app.bsky.feed.post';
-my $L  = 'app.bsky.feed.like';
-my $R  = 'app.bsky.feed.repost';
-my $FO = 'app.bsky.graph.follow';
-my $BL = 'app.bsky.graph.block';
-my $PR = 'app.bsky.actor.profile';
-my $LI = 'app.bsky.graph.list';
-my $IT = 'app.bsky.graph.listitem';
-my $FG = 'app.bsky.feed.generator';
-my $SP = 'app.bsky.graph.starterpack';
-my $LB = 'app.bsky.labeler.service';
-my $TG = 'app.bsky.feed.threadgate';
-my $PG = 'app.bsky.feed.postgate';
-sub uri { my ($did, $coll, $rkey) = @_; return "at://$did/$coll/$rkey" }
 my %U = (
     pa => uri($A, $P, 'pa'), pb => uri($B, $P, 'pb'), pc => uri($C, $P, 'pc'),
     pf => uri($F, $P, 'pf'), pd => uri($D, $P, 'pd'), pe => uri($E, $P, 'pe'),

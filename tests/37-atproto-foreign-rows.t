@@ -11,29 +11,14 @@ use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
+use AtprotoNames qw(did uri $P $L $R $FO $BL $PR $LI $IT $FG $SP $LB $TG $PG);
 use AtprotoTables qw($COUNTERS_WRONG $LIKE_COUNTS_WRONG wait_counters_folded);
 use Test::More;
 use JSON::PP;
 
 my $JSON = JSON::PP->new->canonical->ascii;
-sub did { my ($n) = @_; return 'did:plc:' . $n . ('x' x (24 - length $n)) }
 my ($A, $B, $C, $D) = map { did($_) } qw(alice bob carol dave);
-my $P  = 'app.bsky.feed.post';
-my $L  = 'app.bsky.feed.like';
-my $R  = 'app.bsky.feed.repost';
-my $FO = 'app.bsky.graph.follow';
-my $BL = 'app.bsky.graph.block';
-my $LI = 'app.bsky.graph.list';
-my $IT = 'app.bsky.graph.listitem';
-my $FG = 'app.bsky.feed.generator';
-my $SP = 'app.bsky.graph.starterpack';
-my $LB = 'app.bsky.labeler.service';
-my $TG = 'app.bsky.feed.threadgate';
-my $PG = 'app.bsky.feed.postgate';
-my $PR = 'app.bsky.actor.profile';
 my $GX = 'xyz.example.thing';
-sub uri { my ($did, $coll, $rkey) = @_; return "at://$did/$coll/$rkey" }
-
 my %U = (
     root  => uri($A, $P, 'root'),     # A's post, stays
     reply => uri($B, $P, 'reply'),    # B's reply to root, quoting q; deleted
