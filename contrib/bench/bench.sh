@@ -24,6 +24,7 @@
 # default 20; 0 skips it): sluice-gen at 2,000 events/s into the running
 # sluiced (the first W), and the commit-latency percentiles at that rate.
 #
+# BENCH_PGLOG=FILE keeps PostgreSQL's log (deadlock details, for one).
 # Prints a table and writes bench-results.txt and bench-results.json (in
 # the current directory, or BENCH_OUT). Not a test: nothing is asserted.
 set -eu
@@ -68,6 +69,7 @@ cleanup() {
     fi
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null
     $as_pg "$PGBIN/pg_ctl" -D "$tmp/pg" -m immediate -w stop >/dev/null 2>&1
+    [ -n "${BENCH_PGLOG:-}" ] && cp "$tmp/pgsock/postgres.log" "$BENCH_PGLOG"
     rm -rf "$tmp"
 }
 trap cleanup EXIT

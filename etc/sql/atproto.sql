@@ -17,8 +17,7 @@
 -- An operation is applied only if its key is larger than the stored one
 -- (INSERT ... ON CONFLICT DO UPDATE ... WHERE excluded.key > stored.key),
 -- so a late create older than a delete, a replayed entry or an older update
--- changes nothing. The state row is locked by that upsert until commit, so
--- concurrent workers touching one URI are serialized, in URI order.
+-- changes nothing.
 --
 -- Applying a winning operation retracts what the URI had produced (rows,
 -- feed item, quote, notification, viewer state; counters -1 for rows really
@@ -46,9 +45,41 @@
 --     viewer's like or repost of the post is live (or another flag is set).
 --   * handle: the newest identity event with a handle wins
 --     (sluice_identity_state); account status: the newest account event.
--- Counter deltas are summed per batch and applied in post URI order, and
--- every INSERT ... SELECT orders by its conflict key, so workers take row
--- locks in one order and don't deadlock.
+-- Counter deltas are appended per batch and folded into the counter rows
+-- by one session at a time (sluice_fold_counters()).
+--
+-- One lock order. A batch's first statement takes a transaction-scoped
+-- advisory lock on each of its keys, in ascending order of the keys'
+-- 64-bit hashes (sluice_lock_batch_keys()). The keys cover every row a
+-- batch writes that another batch may write too:
+--   * 'did ' || the actor of every staged event: its records and their
+--     state rows, the pairs of its likes, reposts, follows and blocks
+--     (the actor is the first half of the pair), its users row, identity
+--     and account state, its viewer states;
+--   * 'post ' || a post URI, for the ops of the post itself, its gates
+--     (has_thread_gate / has_post_gate), and a like of it that may make a
+--     thread context: one whose subject is not in posts yet, or is a reply
+--     whose root belongs to the liker;
+--   * 'did ' || the root's author of a reply written over an existing
+--     post (an update could make it a reply that the author's likes
+--     give a thread context to);
+--   * 'list ' || the list of a list item (its pair is the list and the
+--     subject).
+-- Two batches that would write one row thus share a key, and the second
+-- waits for the first to commit before its own first statement ends:
+-- after that statement no batch waits for another, and waits in it are in
+-- one global order, so batches don't deadlock. The wait is also the
+-- serialization that effects joining two records need (a reply and the
+-- root author's like of it; a post and its gates; a pair's owner deleted
+-- while a duplicate is created): the later batch's statements see the
+-- earlier one's rows. A delete or an update finds the subject of a like
+-- it retracts, or the list of a list item, in the rows as they are
+-- before its keys are locked; were that row rewritten by a batch in
+-- flight at that moment (two ops on one URI in two batches at once), a
+-- key could be missed, and PostgreSQL's deadlock detection, after which
+-- the worker retries the batch, is what remains. sluice_fold_counters()
+-- takes the keys of the feed generators and labelers it recounts the
+-- same way.
 
 -- ---- the appview's tables ---------------------------------------------
 
@@ -466,6 +497,52 @@ $$;
 
 -- ---- the batch applier --------------------------------------------------
 
+-- sluice_lock_batch_keys(): take the advisory lock of every key of the
+-- staged batch (see "One lock order" above), in ascending order of the
+-- keys' hashes, waiting for the sessions that hold them. Called first in a
+-- batch's transaction; the locks last until its end. Returns the number
+-- of keys. Takes one lock per key in PostgreSQL's shared lock table: with
+-- batches of 500 about 700 in a real mix, at most twice the batch size.
+CREATE OR REPLACE FUNCTION sluice_lock_batch_keys() RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    keys bigint;
+BEGIN
+    SELECT count(*) INTO keys FROM (SELECT pg_advisory_xact_lock(k) FROM (
+        SELECT DISTINCT hashtextextended(key, 0) AS k FROM (
+            SELECT 'did ' || did AS key FROM sluice_stage
+            UNION ALL
+            SELECT 'post ' || uri FROM sluice_stage WHERE collection = 'app.bsky.feed.post'
+            UNION ALL
+            SELECT 'post ' || sluice_gate_post(uri) FROM sluice_stage
+             WHERE collection IN ('app.bsky.feed.threadgate', 'app.bsky.feed.postgate')
+            UNION ALL
+            SELECT 'did ' || split_part(s.record->'reply'->'root'->>'uri', '/', 3) FROM sluice_stage s
+             WHERE s.collection = 'app.bsky.feed.post' AND s.record ? 'reply'
+               AND EXISTS (SELECT 1 FROM posts p WHERE p.uri = s.uri)
+            UNION ALL
+            SELECT 'post ' || l.subject FROM (
+                SELECT s.did, coalesce(s.record->'subject'->>'uri', x.post_uri,
+                                       substr(r.pair, length(s.did) + 2)) AS subject
+                  FROM sluice_stage s
+                  LEFT JOIN likes x ON s.kind <> 'create' AND x.uri = s.uri
+                  LEFT JOIN sluice_record_state r ON s.kind <> 'create' AND r.uri = s.uri
+                 WHERE s.collection = 'app.bsky.feed.like') l
+             WHERE l.subject IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM posts p WHERE p.uri = l.subject
+                                 AND (p.parent_uri IS NULL OR split_part(p.root_uri, '/', 3) <> l.did))
+            UNION ALL
+            SELECT 'list ' || coalesce(s.record->>'list', x.list_uri, split_part(r.pair, ' ', 1))
+              FROM sluice_stage s
+              LEFT JOIN list_items x ON s.kind <> 'create' AND x.uri = s.uri
+              LEFT JOIN sluice_record_state r ON s.kind <> 'create' AND r.uri = s.uri
+             WHERE s.collection = 'app.bsky.graph.listitem'
+        ) keys WHERE key IS NOT NULL
+         ORDER BY 1 OFFSET 0) sorted) locked;
+    RETURN keys;
+END
+$fn$;
+
 -- sluice_apply_stage(): apply every row of the session's temp table
 -- sluice_stage (see the staging contract) set-based, then empty it. Runs
 -- inside the caller's transaction; an error aborts the whole batch (the
@@ -476,6 +553,7 @@ DECLARE
     staged bigint;
     dup record;
     staged_gone bigint;
+    gone_posts text[];
 BEGIN
     IF to_regclass('pg_temp.sluice_delta') IS NULL THEN
         CREATE TEMP TABLE sluice_delta (
@@ -496,6 +574,7 @@ BEGIN
         ) ON COMMIT DELETE ROWS;
     END IF;
     SELECT count(*) INTO staged FROM sluice_stage;
+    PERFORM sluice_lock_batch_keys();
 
     -- Every event ensures its actor. The sink inserts the users rows in a
     -- short transaction of its own first; the NOT EXISTS skips the rows
@@ -550,28 +629,6 @@ BEGIN
            updated_at = now() AT TIME ZONE 'UTC'
      WHERE (excluded.ord_ms, excluded.ord_seq)
          > (sluice_account_status.ord_ms, sluice_account_status.ord_seq);
-
-    -- Serialization points for effects that join two records applied by
-    -- different sessions (a reply and the like of it by the root's author
-    -- make a thread context; a post and its gate set has_thread_gate /
-    -- has_post_gate). Each such session first makes sure the post has a
-    -- state row, inserting a placeholder (ordering key 0, a tombstone that
-    -- any real operation replaces) when none is there: an INSERT that
-    -- meets a row another session inserted, updated or deleted and has
-    -- not committed waits for that session, so of two sessions touching
-    -- one post (created, replaced or deleted in one of them) the second
-    -- sees the first one's rows. Done for every staged op, winner
-    -- or not, so that the placeholders don't depend on order.
-    INSERT INTO sluice_record_state AS r (uri, collection, did, ord_ms, ord_seq, op_idx, deleted)
-    SELECT DISTINCT u, 'app.bsky.feed.post', split_part(u, '/', 3), 0, 0, 0, true
-      FROM (SELECT record->'subject'->>'uri' AS u FROM sluice_stage
-             WHERE collection = 'app.bsky.feed.like' AND kind IN ('create', 'update')
-            UNION ALL
-            SELECT sluice_gate_post(uri) FROM sluice_stage
-             WHERE collection IN ('app.bsky.feed.threadgate', 'app.bsky.feed.postgate')) x
-     WHERE split_part(u, '/', 4) = 'app.bsky.feed.post'
-     ORDER BY 1
-    ON CONFLICT (uri) DO NOTHING;
 
     -- Record ops: keep only the last op per URI within the batch ...
     DELETE FROM sluice_stage s USING sluice_stage t
@@ -650,28 +707,6 @@ BEGIN
     ) x WHERE p IS NOT NULL
      GROUP BY 1, 2, 3;
 
-    -- Lock the current rows of the pairs looked up in full before the
-    -- lookup: a session with a duplicate of one of them in flight holds
-    -- that row (its INSERT ... ON CONFLICT DO UPDATE locked it, updated or
-    -- not) until it commits, and the lookup, a later statement, then sees
-    -- its state row; without this a delete of the owner racing a new
-    -- duplicate could leave the pair without its row.
-    PERFORM 1 FROM sluice_pairs p JOIN likes y ON y.user_did = p.a AND y.post_uri = p.b
-     WHERE p.collection = 'app.bsky.feed.like' AND p.full_check
-     ORDER BY p.a, p.b FOR UPDATE OF y;
-    PERFORM 1 FROM sluice_pairs p JOIN reposts y ON y.user_did = p.a AND y.post_uri = p.b
-     WHERE p.collection = 'app.bsky.feed.repost' AND p.full_check
-     ORDER BY p.a, p.b FOR UPDATE OF y;
-    PERFORM 1 FROM sluice_pairs p JOIN follows y ON y.follower_did = p.a AND y.following_did = p.b
-     WHERE p.collection = 'app.bsky.graph.follow' AND p.full_check
-     ORDER BY p.a, p.b FOR UPDATE OF y;
-    PERFORM 1 FROM sluice_pairs p JOIN blocks y ON y.blocker_did = p.a AND y.blocked_did = p.b
-     WHERE p.collection = 'app.bsky.graph.block' AND p.full_check
-     ORDER BY p.a, p.b FOR UPDATE OF y;
-    PERFORM 1 FROM sluice_pairs p JOIN list_items y ON y.list_uri = p.a AND y.subject_did = p.b
-     WHERE p.collection = 'app.bsky.graph.listitem' AND p.full_check
-     ORDER BY p.a, p.b FOR UPDATE OF y;
-
     -- A current row with no state row was written by someone else (an old
     -- worker, before or beside sluice): it is live, and it is a candidate
     -- owner like any live record sluice has seen.
@@ -715,8 +750,7 @@ BEGIN
          WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                            JOIN likes y ON y.user_did = p.a AND y.post_uri = p.b
                           WHERE p.collection = 'app.bsky.feed.like'
-                            AND p.full_check
-                          ORDER BY p.a, p.b FOR UPDATE OF y)
+                            AND p.full_check)
            AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
                       AND (s.deleted OR s.pair IS DISTINCT FROM x.user_did || ' ' || x.post_uri))
         RETURNING x.uri, x.user_did, x.post_uri),
@@ -772,8 +806,7 @@ BEGIN
          WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                            JOIN reposts y ON y.user_did = p.a AND y.post_uri = p.b
                           WHERE p.collection = 'app.bsky.feed.repost'
-                            AND p.full_check
-                          ORDER BY p.a, p.b FOR UPDATE OF y)
+                            AND p.full_check)
            AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
                       AND (s.deleted OR s.pair IS DISTINCT FROM x.user_did || ' ' || x.post_uri))
         RETURNING x.uri, x.user_did, x.post_uri),
@@ -837,8 +870,7 @@ BEGIN
          WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                            JOIN follows y ON y.follower_did = p.a AND y.following_did = p.b
                           WHERE p.collection = 'app.bsky.graph.follow'
-                            AND p.full_check
-                          ORDER BY p.a, p.b FOR UPDATE OF y)
+                            AND p.full_check)
            AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
                       AND (s.deleted OR s.pair IS DISTINCT FROM x.follower_did || ' ' || x.following_did))
         RETURNING x.uri, x.follower_did, x.following_did),
@@ -906,8 +938,7 @@ BEGIN
      WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                        JOIN blocks y ON y.blocker_did = p.a AND y.blocked_did = p.b
                       WHERE p.collection = 'app.bsky.graph.block'
-                        AND p.full_check
-                      ORDER BY p.a, p.b FOR UPDATE OF y)
+                        AND p.full_check)
        AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
                       AND (s.deleted OR s.pair IS DISTINCT FROM x.blocker_did || ' ' || x.blocked_did));
 
@@ -927,8 +958,7 @@ BEGIN
      WHERE x.uri IN (SELECT y.uri FROM sluice_pairs p
                        JOIN list_items y ON y.list_uri = p.a AND y.subject_did = p.b
                       WHERE p.collection = 'app.bsky.graph.listitem'
-                        AND p.full_check
-                      ORDER BY p.a, p.b FOR UPDATE OF y)
+                        AND p.full_check)
        AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
                       AND (s.deleted OR s.pair IS DISTINCT FROM x.list_uri || ' ' || x.subject_did));
 
@@ -942,32 +972,23 @@ BEGIN
      WHERE excluded.uri <= x.uri;
 
     -- ---- posts: retract what a replaced or deleted post produced ...
-    WITH gone AS (
-        DELETE FROM posts x USING sluice_stage s
-         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
-           AND x.uri = s.uri
-        RETURNING x.parent_uri),
-    q AS (
-        DELETE FROM quotes x USING sluice_stage s
-         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
-           AND x.uri = s.uri
-        RETURNING x.quoted_uri),
-    f AS (
-        DELETE FROM feed_items x USING sluice_stage s
-         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
-           AND x.uri = s.uri),
-    n AS (
-        DELETE FROM notifications x USING sluice_stage s
-         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
-           AND x.uri = s.uri),
-    t AS (
-        DELETE FROM thread_contexts x USING sluice_stage s
-         WHERE s.collection = 'app.bsky.feed.post' AND s.status IS DISTINCT FROM 'fresh'
-           AND x.post_uri = s.uri)
-    INSERT INTO sluice_delta (uri, replies, quotes)
-    SELECT parent_uri, -1, 0 FROM gone WHERE parent_uri IS NOT NULL
-    UNION ALL
-    SELECT quoted_uri, 0, -1 FROM q;
+    -- (by the array of their URIs: a join with sluice_stage would be
+    -- planned on the temp table's unknown size, as a scan of each table)
+    SELECT array_agg(uri) INTO gone_posts FROM sluice_stage
+     WHERE collection = 'app.bsky.feed.post' AND status IS DISTINCT FROM 'fresh';
+    IF gone_posts IS NOT NULL THEN
+        WITH gone AS (
+            DELETE FROM posts x WHERE x.uri = ANY (gone_posts) RETURNING x.parent_uri),
+        q AS (
+            DELETE FROM quotes x WHERE x.uri = ANY (gone_posts) RETURNING x.quoted_uri),
+        f AS (DELETE FROM feed_items x WHERE x.uri = ANY (gone_posts)),
+        n AS (DELETE FROM notifications x WHERE x.uri = ANY (gone_posts)),
+        t AS (DELETE FROM thread_contexts x WHERE x.post_uri = ANY (gone_posts))
+        INSERT INTO sluice_delta (uri, replies, quotes)
+        SELECT parent_uri, -1, 0 FROM gone WHERE parent_uri IS NOT NULL
+        UNION ALL
+        SELECT quoted_uri, 0, -1 FROM q;
+    END IF;
 
     -- ... and write the new one.
     WITH src AS (
@@ -1290,6 +1311,12 @@ BEGIN
          WHERE post_uri = ANY (negative);
     END IF;
 
+    -- the batches' keys of the rows recounted below (see "One lock order")
+    PERFORM count(*) FROM (SELECT pg_advisory_xact_lock(k) FROM (
+        SELECT DISTINCT hashtextextended('did ' || split_part(uri, '/', 3), 0) AS k
+          FROM sluice_fold
+         WHERE split_part(uri, '/', 4) IN ('app.bsky.feed.generator', 'app.bsky.labeler.service')
+         ORDER BY 1 OFFSET 0) sorted) locked;
     PERFORM 1 FROM feed_generators x JOIN sluice_fold f ON f.uri = x.uri
      ORDER BY x.uri FOR UPDATE OF x;
     UPDATE feed_generators x SET like_count = (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri)
