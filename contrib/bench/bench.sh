@@ -1,28 +1,32 @@
 #!/bin/sh
 # bench.sh: `make bench`, sluiced draining a pre-loaded backlog of
-# generated firehose events, with 1, 2 and 4 workers, against the COPY
+# generated firehose events, with 1, 2 and 5 workers, against the COPY
 # ceiling of the same rows.
 #
-#   BENCH_N=200000 BENCH_WORKERS="1 2 4" sh contrib/bench/bench.sh
+#   BENCH_N=200000 BENCH_WORKERS="1 2 5" sh contrib/bench/bench.sh
 #
 # It starts a private redis-server and PostgreSQL cluster in a temporary
 # directory (Unix sockets; PostgreSQL defaults: fsync and
-# synchronous_commit on), and for each worker count W:
-#   - a fresh database (sluiced --init-schema) and a fresh stream holding
-#     BENCH_N entries from sluice-gen (the same seed every time);
+# synchronous_commit on; pg_stat_statements loaded), and for each worker
+# count W:
+#   - a fresh database (sluiced --init-schema, then a CHECKPOINT) and a
+#     fresh stream holding BENCH_N entries from sluice-gen (the same seed
+#     every time);
 #   - sluiced with W workers, timed from its start until the group's lag
-#     and pending count are both 0;
+#     and pending count are both 0 and the counters are folded;
 #   - peak RSS of the supervisor and of the largest worker (ps, sampled),
 #     the CPU time of sluiced, postgres and redis-server during the drain
 #     (/proc/PID/stat of each process tree), the commit-latency
-#     percentiles of the stats segment (sluicectl stats --json) and the
-#     row count of every table.
-# Then the COPY ceiling: the final rows of every table the sink wrote are
-# dumped, loaded with COPY into the same empty tables (same schema and
-# indexes, one transaction) and timed; ceiling = events / COPY seconds,
-# ratio = events/s / ceiling. Finally a live phase (BENCH_LIVE_SECONDS,
-# default 20; 0 skips it): sluice-gen at 2,000 events/s into the running
-# sluiced (the first W), and the commit-latency percentiles at that rate.
+#     percentiles of the stats segment (sluicectl stats --json), the
+#     deadlocks PostgreSQL detected, the time of every statement
+#     (pg_stat_statements, track = all) and the row count of every table.
+# Then the COPY ceiling: the final rows of the appview's tables (not
+# sluice's own) are dumped and loaded with COPY into the same empty
+# tables (same schema and indexes, one transaction), three times, each
+# after a CHECKPOINT; ceiling = events / median COPY seconds, ratio =
+# events/s / ceiling. Finally a live phase (BENCH_LIVE_SECONDS, default
+# 20; 0 skips it): sluice-gen at 2,000 events/s into the running sluiced
+# (the first W), and the commit-latency percentiles at that rate.
 #
 # BENCH_PGLOG=FILE keeps PostgreSQL's log (deadlock details, for one).
 # Prints a table and writes bench-results.txt and bench-results.json (in
@@ -32,7 +36,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 N=${BENCH_N:-200000}
-WORKERS=${BENCH_WORKERS:-1 2 4}
+WORKERS=${BENCH_WORKERS:-1 2 5}
 SEED=${BENCH_SEED:-42}
 LIVE=${BENCH_LIVE_SECONDS:-20}
 LIVE_RATE=${BENCH_LIVE_RATE:-2000}
@@ -85,7 +89,8 @@ mkdir "$tmp/pg" "$tmp/pgsock"
 $as_pg "$PGBIN/initdb" -D "$tmp/pg" -U sluice --auth=trust -E UTF8 \
     --locale=C >/dev/null || die "initdb failed"
 $as_pg "$PGBIN/pg_ctl" -D "$tmp/pg" -w -l "$tmp/pgsock/postgres.log" \
-    -o "-k $tmp/pgsock -c listen_addresses=''" start >/dev/null ||
+    -o "-k $tmp/pgsock -c listen_addresses='' -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
+    start >/dev/null ||
     die "PostgreSQL did not start"
 for _ in $(seq 100); do
     redis-cli -s "$tmp/redis.sock" ping >/dev/null 2>&1 && break
@@ -177,6 +182,8 @@ for W in $WORKERS; do
     "$BUILD/sluice-gen" -u "unix://$tmp/redis.sock" -k "$STREAM" -n "$N" \
         -s "$SEED" --maxlen 0 -q || die "sluice-gen failed"
 
+    psql_db "$db" -c "create extension if not exists pg_stat_statements" \
+        -c "select pg_stat_statements_reset()" -c "checkpoint" >/dev/null
     dlk0=$(grep -c 'deadlock detected' "$tmp/pgsock/postgres.log" 2>/dev/null || true)
     pg0=$(ticks $(tree "$pg_pid"))
     rd0=$(ticks "$redis_pid")
@@ -213,6 +220,13 @@ for W in $WORKERS; do
     wait "$sluiced_pid" || true
     sluiced_pid=""
     dead=$(rcli XLEN "$STREAM:dead")
+    # where PostgreSQL's time went: every statement, nested ones too
+    # (summed by text: a statement on a session's temp table has an id per session)
+    psql_db "$db" -F ' | ' -c "select round(sum(s.total_exec_time))::bigint, sum(s.calls), sum(s.rows),
+            left(regexp_replace(s.query, '\s+', ' ', 'g'), 100)
+        from pg_stat_statements s join pg_database d on d.oid = s.dbid
+        where d.datname = current_database() and s.query not like '%pg_stat_statements%'
+        group by s.query order by 1 desc limit 16" >"$tmp/statements-w$W" 2>/dev/null || true
     # deadlocks PostgreSQL detected during the run (its own log, so that
     # any sluiced build can be measured), each one a batch retried
     dlk=$(( $(grep -c 'deadlock detected' "$tmp/pgsock/postgres.log" 2>/dev/null || true) - dlk0 ))
@@ -239,21 +253,33 @@ for t in $tables; do
 done
 
 # ---- the COPY ceiling ----------------------------------------------------
+# The final rows of the appview's tables only (sluice's own tables are its
+# overhead), loaded with COPY into empty tables in one transaction; the
+# median of 3 loads, each after a CHECKPOINT.
 mkdir "$tmp/copy"
 : >"$tmp/load.sql"
+: >"$tmp/empty.sql"
 while read -r t n; do
+    case "$t" in *.sluice_*) continue ;; esac
     [ "$n" -gt 0 ] || continue
     psql_db "$last_db" -c "\\copy $t to '$tmp/copy/$t'"
     printf '\\copy %s from %s\n' "$t" "'$tmp/copy/$t'" >>"$tmp/load.sql"
+    printf 'truncate %s;\n' "$t" >>"$tmp/empty.sql"
 done <"$tmp/rows"
 psql_db postgres -c "drop database if exists bench_copy" -c "create database bench_copy"
 "$BUILD/sluiced" -c "$conf" -s "database_url=$(db_url bench_copy)" \
     --init-schema >>"$tmp/init.log" 2>&1 || die "init-schema (copy) failed"
-c0=$(now)
-psql_db bench_copy -1 -f "$tmp/load.sql"
-c1=$(now)
-copy_s=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f", b - a }')
+: >"$tmp/copy-times"
+for _ in 1 2 3; do
+    psql_db bench_copy -f "$tmp/empty.sql" -c checkpoint >/dev/null
+    c0=$(now)
+    psql_db bench_copy -1 -f "$tmp/load.sql"
+    c1=$(now)
+    awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.3f\n", b - a }' >>"$tmp/copy-times"
+done
+copy_s=$(sort -n "$tmp/copy-times" | sed -n 2p)
 while read -r t n; do
+    case "$t" in *.sluice_*) continue ;; esac
     got=$(psql_db bench_copy -c "select count(*) from $t")
     [ "$got" = "$n" ] || die "COPY ceiling: $t has $got rows after the load, not $n"
 done <"$tmp/rows"
@@ -299,11 +325,20 @@ fi
             "$p50/$p90/$p99" "$dead" "$dlk"
     done <"$results"
     echo
-    echo "COPY ceiling: the same final rows loaded with COPY into the same empty"
-    echo "tables (one transaction): $copy_s s -> $ceiling events/s"
+    echo "COPY ceiling: the same final rows of the appview's tables loaded with"
+    echo "COPY into the same empty tables (one transaction; median of" \
+        "$(tr '\n' ' ' <"$tmp/copy-times" | sed 's/ $//; s/ /, /g') s):" \
+        "$copy_s s -> $ceiling events/s"
     best=$(sort -k3 -n "$results" | tail -1 | awk '{ print $1, $3 }')
     echo "best: W=${best% *} at ${best#* } events/s; ratio to the ceiling:" \
         "$(awk -v e="${best#* }" -v c="$ceiling" 'BEGIN { printf "%.2f", e / c }')"
+    if [ -s "$tmp/statements-w${best% *}" ]; then
+        echo
+        echo "PostgreSQL time per statement, W=${best% *} (pg_stat_statements, track = all;"
+        echo "the statements inside sluice_apply_stage() are counted in it and on their own):"
+        echo "      ms |  calls |   rows | statement"
+        awk -F ' [|] ' '{ printf "%8s | %6s | %6s | %s\n", $1, $2, $3, $4 }' "$tmp/statements-w${best% *}"
+    fi
     if [ "$LIVE" -gt 0 ]; then
         echo "live: $LIVE_RATE events/s for ${LIVE}s; commit latency p50/p90/p99 (ms," \
             "histogram bucket bounds): $(echo "$live_lat" | tr ' ' /)"

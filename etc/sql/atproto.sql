@@ -50,36 +50,38 @@
 --
 -- One lock order. A batch's first statement takes a transaction-scoped
 -- advisory lock on each of its keys, in ascending order of the keys'
--- 64-bit hashes (sluice_lock_batch_keys()). The keys cover every row a
--- batch writes that another batch may write too:
---   * 'did ' || the actor of every staged event: its records and their
---     state rows, the pairs of its likes, reposts, follows and blocks
---     (the actor is the first half of the pair), its users row, identity
---     and account state, its viewer states;
---   * 'post ' || a post URI, for the ops of the post itself, its gates
---     (has_thread_gate / has_post_gate), and a like of it that may make a
---     thread context: one whose subject is not in posts yet, or is a reply
---     whose root belongs to the liker;
---   * 'did ' || the root's author of a reply written over an existing
---     post (an update could make it a reply that the author's likes
---     give a thread context to);
---   * 'list ' || the list of a list item (its pair is the list and the
---     subject).
--- Two batches that would write one row thus share a key, and the second
--- waits for the first to commit before its own first statement ends:
--- after that statement no batch waits for another, and waits in it are in
--- one global order, so batches don't deadlock. The wait is also the
+-- 64-bit hashes (sluice_lock_batch_keys()). The keys stand for the rows
+-- that two different records (or events) can both write:
+--   * 'pair ' || the pair of a like, repost, follow, block or list item:
+--     the pair table's row, its owner's notification and feed item, and
+--     (a like and a repost of one post by one user have the same pair)
+--     the viewer state; an update or a delete also takes the pair its
+--     current row or state holds;
+--   * 'post ' || a post URI: the post's rows, for the post's own ops, its
+--     gates (has_thread_gate / has_post_gate) and a like of it that may
+--     make a thread context (its subject is not in posts yet, or is a
+--     reply whose root belongs to the liker); a reply written over a post
+--     already there takes the pair of its root author's like of it;
+--   * 'did ' || a DID whose users row an event writes (profile, identity,
+--     account);
+--   * 'uri ' || a feed generator or labeler, whose like count
+--     sluice_fold_counters() recounts (it takes the same keys).
+-- Two batches that would both write such a row share a key, and the later
+-- one waits for the earlier one to commit before its first statement ends.
+-- Rows only one record writes (its state row, its own rows) need no key:
+-- the state upsert, one statement in URI order and the first after the
+-- keys (but for users rows and the identity and account state, which
+-- have keys), is where two batches with ops on one URI wait for each
+-- other. So no batch past its keys waits for a key, waits for keys are in
+-- one global order, and batches don't deadlock. The wait is also the
 -- serialization that effects joining two records need (a reply and the
 -- root author's like of it; a post and its gates; a pair's owner deleted
 -- while a duplicate is created): the later batch's statements see the
--- earlier one's rows. A delete or an update finds the subject of a like
--- it retracts, or the list of a list item, in the rows as they are
--- before its keys are locked; were that row rewritten by a batch in
--- flight at that moment (two ops on one URI in two batches at once), a
--- key could be missed, and PostgreSQL's deadlock detection, after which
--- the worker retries the batch, is what remains. sluice_fold_counters()
--- takes the keys of the feed generators and labelers it recounts the
--- same way.
+-- earlier one's rows. An update or a delete reads the pair it retracts
+-- before its keys are locked; were that row rewritten at that moment by a
+-- batch in flight (two ops on one URI in two batches at once), a key could
+-- be missed, and what remains then is PostgreSQL's deadlock detection and
+-- the worker's retry of the batch.
 
 -- ---- the appview's tables ---------------------------------------------
 
@@ -508,35 +510,66 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     keys bigint;
 BEGIN
+    WITH ops AS (
+        -- each record op with the pair it writes and, for an update or a
+        -- delete, the pair its current row (or state) holds
+        SELECT s.kind, s.did, s.collection, s.uri, s.record,
+               sluice_pair_key(s.collection, s.did, s.record) AS pair,
+               CASE WHEN s.kind <> 'create' THEN coalesce(
+                   (SELECT r.pair FROM sluice_record_state r WHERE r.uri = s.uri),
+                   CASE s.collection
+                     WHEN 'app.bsky.feed.like' THEN
+                       (SELECT x.user_did || ' ' || x.post_uri FROM likes x WHERE x.uri = s.uri)
+                     WHEN 'app.bsky.feed.repost' THEN
+                       (SELECT x.user_did || ' ' || x.post_uri FROM reposts x WHERE x.uri = s.uri)
+                     WHEN 'app.bsky.graph.follow' THEN
+                       (SELECT x.follower_did || ' ' || x.following_did FROM follows x WHERE x.uri = s.uri)
+                     WHEN 'app.bsky.graph.block' THEN
+                       (SELECT x.blocker_did || ' ' || x.blocked_did FROM blocks x WHERE x.uri = s.uri)
+                     WHEN 'app.bsky.graph.listitem' THEN
+                       (SELECT x.list_uri || ' ' || x.subject_did FROM list_items x WHERE x.uri = s.uri)
+                   END) END AS old_pair
+          FROM sluice_stage s
+         WHERE s.kind IN ('create', 'update', 'delete')
+           AND s.collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
+                                'app.bsky.graph.follow', 'app.bsky.graph.block',
+                                'app.bsky.graph.listitem')),
+    liked AS (
+        SELECT o.did, substr(p, length(o.did) + 2) AS subject
+          FROM ops o, unnest(ARRAY[o.pair, o.old_pair]) p
+         WHERE o.collection = 'app.bsky.feed.like' AND p IS NOT NULL)
     SELECT count(*) INTO keys FROM (SELECT pg_advisory_xact_lock(k) FROM (
         SELECT DISTINCT hashtextextended(key, 0) AS k FROM (
-            SELECT 'did ' || did AS key FROM sluice_stage
+            -- the pairs (a like and a repost of one post by one user share
+            -- theirs: both write the user's viewer state of the post)
+            SELECT 'pair ' || p AS key FROM ops, unnest(ARRAY[pair, old_pair]) p
             UNION ALL
+            -- a post's rows, written by the post, its gates and likes
             SELECT 'post ' || uri FROM sluice_stage WHERE collection = 'app.bsky.feed.post'
             UNION ALL
             SELECT 'post ' || sluice_gate_post(uri) FROM sluice_stage
              WHERE collection IN ('app.bsky.feed.threadgate', 'app.bsky.feed.postgate')
             UNION ALL
-            SELECT 'did ' || split_part(s.record->'reply'->'root'->>'uri', '/', 3) FROM sluice_stage s
+            -- a like that may give its subject a thread context: the
+            -- subject is not in posts yet, or is a reply to the liker
+            SELECT 'post ' || l.subject FROM liked l
+             WHERE NOT EXISTS (SELECT 1 FROM posts p WHERE p.uri = l.subject
+                                 AND (p.parent_uri IS NULL OR split_part(p.root_uri, '/', 3) <> l.did))
+            UNION ALL
+            -- a reply written over a post already there: the root
+            -- author's like of it may now give it a thread context
+            SELECT 'pair ' || split_part(s.record->'reply'->'root'->>'uri', '/', 3) || ' ' || s.uri
+              FROM sluice_stage s
              WHERE s.collection = 'app.bsky.feed.post' AND s.record ? 'reply'
                AND EXISTS (SELECT 1 FROM posts p WHERE p.uri = s.uri)
             UNION ALL
-            SELECT 'post ' || l.subject FROM (
-                SELECT s.did, coalesce(s.record->'subject'->>'uri', x.post_uri,
-                                       substr(r.pair, length(s.did) + 2)) AS subject
-                  FROM sluice_stage s
-                  LEFT JOIN likes x ON s.kind <> 'create' AND x.uri = s.uri
-                  LEFT JOIN sluice_record_state r ON s.kind <> 'create' AND r.uri = s.uri
-                 WHERE s.collection = 'app.bsky.feed.like') l
-             WHERE l.subject IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM posts p WHERE p.uri = l.subject
-                                 AND (p.parent_uri IS NULL OR split_part(p.root_uri, '/', 3) <> l.did))
+            -- a users row, written by the profile, identity and account
+            SELECT 'did ' || did FROM sluice_stage
+             WHERE kind IN ('identity', 'account') OR collection = 'app.bsky.actor.profile'
             UNION ALL
-            SELECT 'list ' || coalesce(s.record->>'list', x.list_uri, split_part(r.pair, ' ', 1))
-              FROM sluice_stage s
-              LEFT JOIN list_items x ON s.kind <> 'create' AND x.uri = s.uri
-              LEFT JOIN sluice_record_state r ON s.kind <> 'create' AND r.uri = s.uri
-             WHERE s.collection = 'app.bsky.graph.listitem'
+            -- the rows sluice_fold_counters() recounts
+            SELECT 'uri ' || uri FROM sluice_stage
+             WHERE collection IN ('app.bsky.feed.generator', 'app.bsky.labeler.service')
         ) keys WHERE key IS NOT NULL
          ORDER BY 1 OFFSET 0) sorted) locked;
     RETURN keys;
@@ -1313,7 +1346,7 @@ BEGIN
 
     -- the batches' keys of the rows recounted below (see "One lock order")
     PERFORM count(*) FROM (SELECT pg_advisory_xact_lock(k) FROM (
-        SELECT DISTINCT hashtextextended('did ' || split_part(uri, '/', 3), 0) AS k
+        SELECT DISTINCT hashtextextended('uri ' || uri, 0) AS k
           FROM sluice_fold
          WHERE split_part(uri, '/', 4) IN ('app.bsky.feed.generator', 'app.bsky.labeler.service')
          ORDER BY 1 OFFSET 0) sorted) locked;
