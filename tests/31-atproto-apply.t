@@ -247,6 +247,24 @@ ok(apply_batches($rig, 'a', [
     cr(409, $C, $L, 'lg', subj("at://$A/app.bsky.feed.generator/g1")),
 ]), 'graph and other records applied');
 is(q1($rig, 'a', "SELECT follower_did || ' ' || following_did FROM follows"), "$A $B", 'follow row');
+# the subjects of follows, blocks and list items get a users row (the
+# appview joins them), and one already there keeps its handle
+q1($rig, 'a', "INSERT INTO users (did, handle) VALUES ('did:plc:kept', 'kept.example.com')");
+ok(apply_batches($rig, 'a', [
+    cr(410, $A, 'app.bsky.graph.follow', 'f2', { subject => 'did:plc:fsubject' }),
+    cr(411, $A, 'app.bsky.graph.block', 'b2', { subject => 'did:plc:bsubject' }),
+    cr(412, $A, 'app.bsky.graph.listitem', 'i2', { list => $lst, subject => 'did:plc:isubject' }),
+    cr(413, $A, 'app.bsky.graph.follow', 'f3', { subject => 'did:plc:kept' }),
+]), 'follows, a block and a list item of DIDs never seen');
+is(q1($rig, 'a', "SELECT string_agg(did || ' ' || handle, ',' ORDER BY did) FROM users WHERE did LIKE 'did:plc:_subject'"),
+   'did:plc:bsubject handle.invalid,did:plc:fsubject handle.invalid,did:plc:isubject handle.invalid',
+   'each subject has a users row');
+is(q1($rig, 'a', "SELECT handle FROM users WHERE did = 'did:plc:kept'"), 'kept.example.com',
+   'a subject\'s users row already there is left as it was');
+ok(apply_batches($rig, 'a', [
+    del(414, $A, 'app.bsky.graph.follow', 'f2'), del(415, $A, 'app.bsky.graph.block', 'b2'),
+    del(416, $A, 'app.bsky.graph.listitem', 'i2'), del(417, $A, 'app.bsky.graph.follow', 'f3'),
+]), 'and deleted again (their users rows stay)');
 is(q1($rig, 'a', "SELECT recipient_did || ' ' || reason FROM notifications WHERE uri = 'at://$A/app.bsky.graph.follow/f1'"),
    "$B follow", 'follow notification');
 is(q1($rig, 'a', "SELECT blocker_did || ' ' || blocked_did FROM blocks"), "$A $C", 'block row');

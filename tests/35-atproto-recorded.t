@@ -8,7 +8,8 @@
 # replies; likes, reposts, follows and blocks (one row per pair, the
 # smallest URI of duplicates); counters; feed items; notifications; viewer
 # states; thread contexts; other collections in generic_records; actors,
-# handles, account status; profile fields (avatar and banner CIDs);
+# handles, account status (a users row for every actor and every subject
+# of a follow, block or list item); profile fields (avatar and banner CIDs);
 # createdAt in UTC (or the entry's time when a record has none). The same
 # lines fed directly as Jetstream entries (input_format = jetstream) give
 # the same tables.
@@ -74,6 +75,11 @@ sub model {
                 my $q = quoted($rec);
                 $aggrow{$q} = 1 if defined $q;
             }
+        }
+        # the subject of a follow, block or list item gets a users row
+        if ($c->{collection} =~ /^app\.bsky\.graph\.(follow|block|listitem)$/ && $rec
+            && !ref $rec->{subject} && ($rec->{subject} // '') =~ /^did:/) {
+            $users{ $rec->{subject} } = 1;
         }
         if ($c->{collection} =~ /^app\.bsky\.feed\.(like|repost)$/ && $rec) {
             $aggrow{ $rec->{subject}{uri} } = 1 if coll_of($rec->{subject}{uri}) eq $P;
@@ -242,7 +248,7 @@ sub check_db {
     is_deeply(kv($db, q{SELECT post_uri || '=' || root_author_like_uri FROM thread_contexts}), $m->{thread_contexts} || {},
         "$name: thread_contexts");
     is_deeply(kv($db, q{SELECT did || '=' || handle FROM users}), $m->{users},
-        "$name: users: every actor (" . scalar(keys %{ $m->{users} }) . '), handles from identity events');
+        "$name: users: every actor (" . scalar(keys %{ $m->{users} }) . ') and subject, handles from identity events');
     is_deeply(kv($db, q{SELECT did || '=' || active || ' ' || coalesce(status, '-') FROM sluice_account_status}),
         { map { $_ => $m->{account}{$_}[0] . ' ' . ($m->{account}{$_}[1] // '-') } keys %{ $m->{account} } },
         "$name: account status");

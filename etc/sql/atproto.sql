@@ -63,7 +63,8 @@
 --     reply whose root belongs to the liker); a reply written over a post
 --     already there takes the pair of its root author's like of it;
 --   * 'did ' || a DID whose users row an event writes (profile, identity,
---     account);
+--     account) or inserts (the subject of a follow, block or list item
+--     that has no users row yet);
 --   * 'uri ' || a feed generator or labeler, whose like count
 --     sluice_fold_counters() recounts (it takes the same keys).
 -- Two batches that would both write such a row share a key, and the later
@@ -563,9 +564,16 @@ BEGIN
              WHERE s.collection = 'app.bsky.feed.post' AND s.record ? 'reply'
                AND EXISTS (SELECT 1 FROM posts p WHERE p.uri = s.uri)
             UNION ALL
-            -- a users row, written by the profile, identity and account
+            -- a users row, written by the profile, identity and account,
+            -- and inserted for the subject of a follow, block or list item
             SELECT 'did ' || did FROM sluice_stage
              WHERE kind IN ('identity', 'account') OR collection = 'app.bsky.actor.profile'
+            UNION ALL
+            SELECT 'did ' || (s.record->>'subject') FROM sluice_stage s
+             WHERE s.collection IN ('app.bsky.graph.follow', 'app.bsky.graph.block',
+                                    'app.bsky.graph.listitem')
+               AND s.kind IN ('create', 'update') AND s.record->>'subject' LIKE 'did:%'
+               AND NOT EXISTS (SELECT 1 FROM users u WHERE u.did = s.record->>'subject')
             UNION ALL
             -- the rows sluice_fold_counters() recounts
             SELECT 'uri ' || uri FROM sluice_stage
@@ -609,13 +617,22 @@ BEGIN
     SELECT count(*) INTO staged FROM sluice_stage;
     PERFORM sluice_lock_batch_keys();
 
-    -- Every event ensures its actor. The sink inserts the users rows in a
-    -- short transaction of its own first; the NOT EXISTS skips the rows
-    -- already there, as the ON CONFLICT check would wait for any session
-    -- that is updating one of them (a profile, a handle) to commit.
+    -- Every event ensures its actor, and a follow, a block or a list item
+    -- its subject (the appview joins them on users). The sink inserts the
+    -- actors' rows in a short transaction of its own first; the NOT
+    -- EXISTS skips the rows already there, as the ON CONFLICT check would
+    -- wait for any session that is updating one of them (a profile, a
+    -- handle) to commit. A subject with no row has its key (see "One lock
+    -- order").
     INSERT INTO users (did, handle)
-    SELECT DISTINCT s.did, 'handle.invalid' FROM sluice_stage s
-     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.did = s.did)
+    SELECT DISTINCT d, 'handle.invalid' FROM (
+        SELECT did AS d FROM sluice_stage
+        UNION ALL
+        SELECT record->>'subject' FROM sluice_stage
+         WHERE collection IN ('app.bsky.graph.follow', 'app.bsky.graph.block',
+                              'app.bsky.graph.listitem')
+           AND kind IN ('create', 'update') AND record->>'subject' LIKE 'did:%') x
+     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.did = x.d)
      ORDER BY 1
     ON CONFLICT (did) DO NOTHING;
 
