@@ -79,10 +79,11 @@
 -- root author's like of it; a post and its gates; a pair's owner deleted
 -- while a duplicate is created): the later batch's statements see the
 -- earlier one's rows. An update or a delete reads the pair it retracts
--- before its keys are locked; were that row rewritten at that moment by a
--- batch in flight (two ops on one URI in two batches at once), a key could
--- be missed, and what remains then is PostgreSQL's deadlock detection and
--- the worker's retry of the batch.
+-- before its keys are locked; when a batch in flight was writing that URI
+-- at the moment (two ops on one URI in two batches at once), the pair is
+-- known only once the state upsert has waited for that batch; its key is
+-- then taken only if it is free (no wait out of the order), or else the
+-- batch fails with a serialization failure and the worker retries it.
 
 -- ---- the appview's tables ---------------------------------------------
 
@@ -500,6 +501,44 @@ $$;
 
 -- ---- the batch applier --------------------------------------------------
 
+-- sluice_current_pairs(): the pair each staged update or delete of a
+-- like, repost, follow, block or list item finds in its table (the row
+-- the URI owns now), as the text sluice_pair_key() gives.
+CREATE OR REPLACE FUNCTION sluice_current_pairs()
+RETURNS TABLE (uri text, collection text, pair text) LANGUAGE plpgsql AS $fn$
+BEGIN
+    RETURN QUERY
+    SELECT s.uri, s.collection, CASE s.collection
+             WHEN 'app.bsky.feed.like' THEN
+               (SELECT x.user_did || ' ' || x.post_uri FROM likes x WHERE x.uri = s.uri)
+             WHEN 'app.bsky.feed.repost' THEN
+               (SELECT x.user_did || ' ' || x.post_uri FROM reposts x WHERE x.uri = s.uri)
+             WHEN 'app.bsky.graph.follow' THEN
+               (SELECT x.follower_did || ' ' || x.following_did FROM follows x WHERE x.uri = s.uri)
+             WHEN 'app.bsky.graph.block' THEN
+               (SELECT x.blocker_did || ' ' || x.blocked_did FROM blocks x WHERE x.uri = s.uri)
+             WHEN 'app.bsky.graph.listitem' THEN
+               (SELECT x.list_uri || ' ' || x.subject_did FROM list_items x WHERE x.uri = s.uri)
+           END::text
+      FROM sluice_stage s
+     WHERE s.kind IN ('update', 'delete')
+       AND s.collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
+                            'app.bsky.graph.follow', 'app.bsky.graph.block',
+                            'app.bsky.graph.listitem');
+END
+$fn$;
+
+-- sluice_lock_keys(keys): take the transaction-scoped advisory lock of
+-- each key (see "One lock order"), in ascending order of their 64-bit
+-- hashes, waiting for the sessions that hold them; a key already held is
+-- taken again at once. NULLs are skipped. Returns the number of keys.
+CREATE OR REPLACE FUNCTION sluice_lock_keys(keys text[]) RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT count(*) FROM (SELECT pg_advisory_xact_lock(k) FROM (
+        SELECT DISTINCT hashtextextended(key, 0) AS k FROM unnest(keys) key
+         WHERE key IS NOT NULL ORDER BY 1 OFFSET 0) sorted) locked
+$$;
+
 -- sluice_lock_batch_keys(): take the advisory lock of every key of the
 -- staged batch (see "One lock order" above), in ascending order of the
 -- keys' hashes, waiting for the sessions that hold them. Called first in a
@@ -516,21 +555,10 @@ BEGIN
         -- delete, the pair its current row (or state) holds
         SELECT s.kind, s.did, s.collection, s.uri, s.record,
                sluice_pair_key(s.collection, s.did, s.record) AS pair,
-               CASE WHEN s.kind <> 'create' THEN coalesce(
-                   (SELECT r.pair FROM sluice_record_state r WHERE r.uri = s.uri),
-                   CASE s.collection
-                     WHEN 'app.bsky.feed.like' THEN
-                       (SELECT x.user_did || ' ' || x.post_uri FROM likes x WHERE x.uri = s.uri)
-                     WHEN 'app.bsky.feed.repost' THEN
-                       (SELECT x.user_did || ' ' || x.post_uri FROM reposts x WHERE x.uri = s.uri)
-                     WHEN 'app.bsky.graph.follow' THEN
-                       (SELECT x.follower_did || ' ' || x.following_did FROM follows x WHERE x.uri = s.uri)
-                     WHEN 'app.bsky.graph.block' THEN
-                       (SELECT x.blocker_did || ' ' || x.blocked_did FROM blocks x WHERE x.uri = s.uri)
-                     WHEN 'app.bsky.graph.listitem' THEN
-                       (SELECT x.list_uri || ' ' || x.subject_did FROM list_items x WHERE x.uri = s.uri)
-                   END) END AS old_pair
+               coalesce(r.pair, c.pair) AS old_pair
           FROM sluice_stage s
+          LEFT JOIN sluice_current_pairs() c ON c.uri = s.uri
+          LEFT JOIN sluice_record_state r ON s.kind <> 'create' AND r.uri = s.uri
          WHERE s.kind IN ('create', 'update', 'delete')
            AND s.collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
                                 'app.bsky.graph.follow', 'app.bsky.graph.block',
@@ -539,8 +567,7 @@ BEGIN
         SELECT o.did, substr(p, length(o.did) + 2) AS subject
           FROM ops o, unnest(ARRAY[o.pair, o.old_pair]) p
          WHERE o.collection = 'app.bsky.feed.like' AND p IS NOT NULL)
-    SELECT count(*) INTO keys FROM (SELECT pg_advisory_xact_lock(k) FROM (
-        SELECT DISTINCT hashtextextended(key, 0) AS k FROM (
+    SELECT sluice_lock_keys(array_agg(key)) INTO keys FROM (
             -- the pairs (a like and a repost of one post by one user share
             -- theirs: both write the user's viewer state of the post)
             SELECT 'pair ' || p AS key FROM ops, unnest(ARRAY[pair, old_pair]) p
@@ -578,8 +605,7 @@ BEGIN
             -- the rows sluice_fold_counters() recounts
             SELECT 'uri ' || uri FROM sluice_stage
              WHERE collection IN ('app.bsky.feed.generator', 'app.bsky.labeler.service')
-        ) keys WHERE key IS NOT NULL
-         ORDER BY 1 OFFSET 0) sorted) locked;
+        ) batch_keys;
     RETURN keys;
 END
 $fn$;
@@ -595,6 +621,7 @@ DECLARE
     dup record;
     staged_gone bigint;
     gone_posts text[];
+    taken boolean;
 BEGIN
     IF to_regclass('pg_temp.sluice_delta') IS NULL THEN
         CREATE TEMP TABLE sluice_delta (
@@ -718,6 +745,29 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM up WHERE up.uri = s.uri))
     UPDATE sluice_stage s SET status = 'fresh' FROM up
      WHERE up.fresh AND s.uri = up.uri AND s.kind = 'create';
+
+    -- The pairs the current rows of the updated and deleted URIs hold, and
+    -- the posts those likes are of, once more: the first pass read them
+    -- before it waited, and a batch that was creating one of these URIs
+    -- then has committed since (this batch now holds every state row of
+    -- its URIs, so the rows can't change any more). A key held already is
+    -- taken again at once; one the first pass missed is taken only if it
+    -- is free, as waiting for it here, out of the order, could deadlock:
+    -- otherwise the batch fails with a serialization failure and the
+    -- worker retries it, its first pass then seeing the pairs.
+    SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(key, 0))) INTO taken FROM (
+        SELECT 'pair ' || c.pair AS key FROM sluice_current_pairs() c
+        UNION ALL
+        SELECT 'post ' || split_part(c.pair, ' ', 2) FROM sluice_current_pairs() c
+         WHERE c.collection = 'app.bsky.feed.like'
+           AND NOT EXISTS (SELECT 1 FROM posts p WHERE p.uri = split_part(c.pair, ' ', 2)
+                             AND (p.parent_uri IS NULL
+                                  OR split_part(p.root_uri, '/', 3) <> split_part(c.pair, ' ', 1)))) k
+     WHERE key IS NOT NULL;
+    IF NOT coalesce(taken, true) THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
+            MESSAGE = 'a pair this batch retracts is being written by another batch: retrying';
+    END IF;
 
     -- ---- records with a second unique key: reconcile each touched pair
     -- so that the live record with the smallest URI owns the row.
@@ -1362,11 +1412,8 @@ BEGIN
     END IF;
 
     -- the batches' keys of the rows recounted below (see "One lock order")
-    PERFORM count(*) FROM (SELECT pg_advisory_xact_lock(k) FROM (
-        SELECT DISTINCT hashtextextended('uri ' || uri, 0) AS k
-          FROM sluice_fold
-         WHERE split_part(uri, '/', 4) IN ('app.bsky.feed.generator', 'app.bsky.labeler.service')
-         ORDER BY 1 OFFSET 0) sorted) locked;
+    PERFORM sluice_lock_keys(array_agg('uri ' || uri)) FROM sluice_fold
+     WHERE split_part(uri, '/', 4) IN ('app.bsky.feed.generator', 'app.bsky.labeler.service');
     PERFORM 1 FROM feed_generators x JOIN sluice_fold f ON f.uri = x.uri
      ORDER BY x.uri FOR UPDATE OF x;
     UPDATE feed_generators x SET like_count = (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri)
