@@ -501,6 +501,15 @@ $$;
 
 -- ---- the batch applier --------------------------------------------------
 
+-- Whether a like by liker of subject may give the subject a thread
+-- context, as far as the committed posts tell: the subject is not in
+-- posts yet, or is a reply whose root belongs to the liker. Can't fail.
+CREATE OR REPLACE FUNCTION sluice_like_may_give_context(liker text, subject text)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM posts p WHERE p.uri = subject
+                         AND (p.parent_uri IS NULL OR split_part(p.root_uri, '/', 3) <> liker))
+$$;
+
 -- sluice_current_pairs(): the pair each staged update or delete of a
 -- like, repost, follow, block or list item finds in its table (the row
 -- the URI owns now), as the text sluice_pair_key() gives.
@@ -581,8 +590,7 @@ BEGIN
             -- a like that may give its subject a thread context: the
             -- subject is not in posts yet, or is a reply to the liker
             SELECT 'post ' || l.subject FROM liked l
-             WHERE NOT EXISTS (SELECT 1 FROM posts p WHERE p.uri = l.subject
-                                 AND (p.parent_uri IS NULL OR split_part(p.root_uri, '/', 3) <> l.did))
+             WHERE sluice_like_may_give_context(l.did, l.subject)
             UNION ALL
             -- a reply written over a post already there: the root
             -- author's like of it may now give it a thread context
@@ -760,9 +768,7 @@ BEGIN
         UNION ALL
         SELECT 'post ' || split_part(c.pair, ' ', 2) FROM sluice_current_pairs() c
          WHERE c.collection = 'app.bsky.feed.like'
-           AND NOT EXISTS (SELECT 1 FROM posts p WHERE p.uri = split_part(c.pair, ' ', 2)
-                             AND (p.parent_uri IS NULL
-                                  OR split_part(p.root_uri, '/', 3) <> split_part(c.pair, ' ', 1)))) k
+           AND sluice_like_may_give_context(split_part(c.pair, ' ', 1), split_part(c.pair, ' ', 2))) k
      WHERE key IS NOT NULL;
     IF NOT coalesce(taken, true) THEN
         RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
