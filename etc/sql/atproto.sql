@@ -763,10 +763,11 @@ BEGIN
     -- is free, as waiting for it here, out of the order, could deadlock:
     -- otherwise the batch fails with a serialization failure and the
     -- worker retries it, its first pass then seeing the pairs.
+    WITH c AS (SELECT * FROM sluice_current_pairs())
     SELECT bool_and(pg_try_advisory_xact_lock(hashtextextended(key, 0))) INTO taken FROM (
-        SELECT 'pair ' || c.pair AS key FROM sluice_current_pairs() c
+        SELECT 'pair ' || c.pair AS key FROM c
         UNION ALL
-        SELECT 'post ' || split_part(c.pair, ' ', 2) FROM sluice_current_pairs() c
+        SELECT 'post ' || split_part(c.pair, ' ', 2) FROM c
          WHERE c.collection = 'app.bsky.feed.like'
            AND sluice_like_may_give_context(split_part(c.pair, ' ', 1), split_part(c.pair, ' ', 2))) k
      WHERE key IS NOT NULL;
