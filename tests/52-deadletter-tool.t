@@ -54,7 +54,8 @@ like($r->[1], qr/requeued \Q$dead_id\E \(originally \Q$bad_id\E\) to \Q$stream\E
 is($rig->redis('XLEN', "$stream:dead"), 0, 'the dead letter is gone');
 my $raw = $rig->redis_resp('XREVRANGE', $stream, '+', '-', 'COUNT', 1);
 is_deeply($raw->[0][1], ['type', 'commit', 'data', '{"n": 4, "fixed": true}',
-    'marker', 'm4'], 'the requeued entry: original fields, original order, fixed value');
+    'marker', 'm4', 'orig_id', $bad_id],
+    'the requeued entry: original fields, original order, fixed value, and the ID it first had');
 ok($rig->wait_until(sub {
     $rig->psql(q{select count(*) from events where (payload->>'fixed')::bool}) == 1 }, 60),
   'the worker applies the requeued entry');

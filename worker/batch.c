@@ -140,6 +140,19 @@ batch_add(struct batch *b, const char *id, size_t idlen,
         b->nfields++;
     }
     e->nfields = b->nfields - it->field_start;
+    /* the ordering key: a requeued dead letter keeps its original place
+     * (orig_id, an entry ID); a field that is not an ID is ignored */
+    e->ord_ms = ms;
+    e->ord_seq = seq;
+    for (size_t i = it->field_start; i < b->nfields; i++) {
+        const struct stream_field *f = &b->fields[i];
+        uint64_t oms, oseq;
+        if (f->name_len == 7 && memcmp(f->name, "orig_id", 7) == 0 &&
+            stream_id_parse(f->value, f->value_len, &oms, &oseq) == 0) {
+            e->ord_ms = oms;
+            e->ord_seq = oseq;
+        }
+    }
     b->n++;
     return e;
 }

@@ -49,6 +49,10 @@ struct stream_entry {
     char id[48];    /* "1700000000000-0" */
     uint64_t id_ms; /* the two halves of the ID */
     uint64_t id_seq;
+    /* the ordering key: the ID, or for an entry sluice-deadletter
+     * requeued, its orig_id field (the ID it first had) */
+    uint64_t ord_ms;
+    uint64_t ord_seq;
     size_t nfields;
     struct stream_field *fields;
     unsigned deliveries; /* times delivered, when known (0 = unknown) */

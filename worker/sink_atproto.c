@@ -20,7 +20,8 @@
  *              replays). Two statements per batch, whatever its size; any
  *              subset of a batch applies on its own.
  *
- * A staged row: ord_ms, ord_seq (the stream entry ID), op_idx (the op's
+ * A staged row: ord_ms, ord_seq (the stream entry ID; for an entry
+ * sluice-deadletter requeued, the original one, its orig_id), op_idx (the op's
  * index in the commit), kind (create, update, delete, identity, account,
  * or actor for a commit without ops), did, collection, rkey, uri, cid,
  * record (jsonb), created_at, handle, active, status, commit_seq,
@@ -177,8 +178,8 @@ static int
 row_begin(struct buf *b, const struct entry_ctx *cx, unsigned op_idx,
           const char *kind)
 {
-    return col_u64(b, 1, cx->e->id_ms) < 0 ||
-                   col_u64(b, 0, cx->e->id_seq) < 0 ||
+    return col_u64(b, 1, cx->e->ord_ms) < 0 ||
+                   col_u64(b, 0, cx->e->ord_seq) < 0 ||
                    col_u64(b, 0, op_idx) < 0 || col_str(b, 0, kind) < 0 ||
                    col_str(b, 0, cx->did) < 0
                ? -1

@@ -12,9 +12,11 @@
  * (the original fields, in their order, prefixed with "f:"), and acks the
  * original. This tool lists and shows those entries, requeues them to the
  * main stream (the original fields in their original order, optionally
- * with some values replaced: the fix), and purges them. A requeued entry is
- * XADDed first and XDELed from the dead stream only after the XADD
- * succeeded, so a fault in between leaves a duplicate, never a loss.
+ * with some values replaced: the fix, and a field orig_id holding the ID
+ * it first had, which workers take as its place in the order), and purges
+ * them. A requeued entry is XADDed first and XDELed from the dead stream
+ * only after the XADD succeeded, so a fault in between leaves a
+ * duplicate, never a loss.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -204,8 +206,8 @@ requeue_entry(struct tool *t, const redisReply *e)
     redisReply *r;
     char newid[64];
 
-    argv = calloc(f->elements + 3, sizeof(*argv));
-    lens = calloc(f->elements + 3, sizeof(*lens));
+    argv = calloc(f->elements + 5, sizeof(*argv));
+    lens = calloc(f->elements + 5, sizeof(*lens));
     if (argv == NULL || lens == NULL)
         die(EXIT_SOFTWARE, "out of memory");
     argv[argc] = "XADD";
@@ -228,6 +230,16 @@ requeue_entry(struct tool *t, const redisReply *e)
                 lens[argc] = t->sets[k].len;
             }
         argc++;
+    }
+    /* its place in the order: the ID it first had (a dead letter of an
+     * entry requeued before carries f:orig_id, copied above) */
+    const redisReply *orig = entry_field(f, "id");
+    if (argc > 3 && entry_field(f, "f:orig_id") == NULL && orig != NULL &&
+        orig->str != NULL) {
+        argv[argc] = "orig_id";
+        lens[argc++] = 7;
+        argv[argc] = orig->str;
+        lens[argc++] = orig->len;
     }
     if (argc == 3) {
         fprintf(stderr,
