@@ -1,8 +1,9 @@
 #!/usr/bin/perl
-# Rows sluice did not write. The appview's tables are filled the way the old
-# workers fill them -- records with their feed items, quotes, notifications,
-# viewer states, thread contexts and counters, and no sluice state at all --
-# then a real worker applies, through the stream, a delete of one record of
+# Rows sluice did not write, in tables sluice did not create. The appview's
+# tables (tests/data/appview-tables.sql: the facts of its DDL, with its own
+# index names) are filled the way the old workers fill them -- records with
+# their feed items, quotes, notifications, viewer states, thread contexts
+# and counters, and no sluice state at all -- then a real worker applies, through the stream, a delete of one record of
 # every collection and an update of another. Every delete removes the row
 # and what it produced and moves the counters; every update replaces the
 # record it never saw; nothing is dead-lettered; records the stream does not
@@ -56,7 +57,11 @@ my $sluiced = $rig->bin('sluiced');
 my $stream = 'firehose:events';
 my $group = 'firehose-processors';
 my $conf = $rig->write_config(batch_size => 8, batch_timeout_ms => 50, block_ms => 200);
-my $r = $rig->run($sluiced, '-c', $conf, '--init-schema');
+# the database as the appview created it (its tables, under its index
+# names), then sluice's schema over it
+my $r = $rig->run('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $rig->database_url, '-f', 'tests/data/appview-tables.sql');
+is($r->[0], 0, "the appview's tables created") or diag($r->[1]);
+$r = $rig->run($sluiced, '-c', $conf, '--init-schema');
 is($r->[0], 0, 'schema applied') or diag($r->[1]);
 
 # ---- the appview's rows, as the old workers write them (no sluice state) ----

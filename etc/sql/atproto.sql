@@ -1,10 +1,11 @@
 -- atproto.sql: the schema of the AT Protocol sink (sink = atproto) and the
 -- function that applies one staged batch. `sluiced --init-schema` runs this
 -- file in one transaction under an advisory lock. Every statement is
--- idempotent and safe on a database the appview created: tables and
--- indexes are created only when missing, appview tables are never dropped
--- or altered, and only the columns listed in the design are written (extra
--- columns keep their defaults).
+-- idempotent and safe on a database the appview created: tables are
+-- created only when missing, an appview table's index only when the table
+-- has no index of the same columns under any name (sluice_create_index()),
+-- appview tables are never dropped or altered, and only the columns listed
+-- in the design are written (extra columns keep their defaults).
 --
 -- Conventions: timestamps are `timestamp` without time zone holding UTC;
 -- avatar_url / banner_url hold the blob's CID alone (the appview builds its
@@ -87,6 +88,49 @@
 
 -- ---- the appview's tables ---------------------------------------------
 
+-- sluice_create_index(name, tab, cols, method): create the index `name` on
+-- the table tab (key columns cols, in that order; access method method)
+-- unless the table already has an index that does the same work under
+-- any name: the same key columns in the same order, the same access
+-- method, no expression and no predicate (unique or not). On a database
+-- the appview created, its own indexes are named differently
+-- (idx_feed_items_post, not idx_feed_items_post_uri), and a second copy
+-- would cost every write to the table. An index of that name already
+-- there is kept as it is. Returns whether it created the index; a skipped
+-- one is reported as a NOTICE naming the index that covers it.
+CREATE OR REPLACE FUNCTION sluice_create_index(name text, tab regclass, cols text[],
+                                               method text DEFAULT 'btree')
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+DECLARE
+    same text;
+BEGIN
+    SELECT c.relname INTO same
+      FROM pg_index i
+      JOIN pg_class c ON c.oid = i.indexrelid
+      JOIN pg_am am ON am.oid = c.relam
+     WHERE i.indrelid = tab AND am.amname = method
+       AND i.indexprs IS NULL AND i.indpred IS NULL
+       AND i.indnkeyatts = cardinality(cols)
+       AND ARRAY(SELECT a.attname::text
+                   FROM generate_subscripts(i.indkey::int2[], 1) k
+                   JOIN pg_attribute a ON a.attrelid = tab AND a.attnum = i.indkey[k]
+                  WHERE k < i.indnkeyatts
+                  ORDER BY k) = cols
+     ORDER BY c.relname = name DESC, c.relname
+     LIMIT 1;
+    IF same IS NOT NULL THEN
+        IF same <> name THEN
+            RAISE NOTICE 'index % not created: % on % has the same columns (%)',
+                name, same, tab, array_to_string(cols, ', ');
+        END IF;
+        RETURN false;
+    END IF;
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING %s (%s)', name, tab, method,
+                   (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cols) c));
+    RETURN true;
+END
+$fn$;
+
 CREATE TABLE IF NOT EXISTS users (
     did varchar(255) PRIMARY KEY,
     handle varchar(255) NOT NULL,
@@ -100,9 +144,9 @@ CREATE TABLE IF NOT EXISTS users (
     created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_users_handle ON users (handle);
-CREATE INDEX IF NOT EXISTS idx_users_created_at ON users (created_at);
-CREATE INDEX IF NOT EXISTS idx_users_search_vector ON users USING gin (search_vector);
+SELECT sluice_create_index('idx_users_handle', 'users', '{handle}');
+SELECT sluice_create_index('idx_users_created_at', 'users', '{created_at}');
+SELECT sluice_create_index('idx_users_search_vector', 'users', '{search_vector}', 'gin');
 
 CREATE TABLE IF NOT EXISTS posts (
     uri varchar(512) PRIMARY KEY,
@@ -128,11 +172,11 @@ CREATE TABLE IF NOT EXISTS posts (
     commit_seq varchar(32),
     commit_rev varchar(64)
 );
-CREATE INDEX IF NOT EXISTS idx_posts_author_did ON posts (author_did);
-CREATE INDEX IF NOT EXISTS idx_posts_indexed_at ON posts (indexed_at);
-CREATE INDEX IF NOT EXISTS idx_posts_parent_uri ON posts (parent_uri);
-CREATE INDEX IF NOT EXISTS idx_posts_root_uri ON posts (root_uri);
-CREATE INDEX IF NOT EXISTS idx_posts_search_vector ON posts USING gin (search_vector);
+SELECT sluice_create_index('idx_posts_author_did', 'posts', '{author_did}');
+SELECT sluice_create_index('idx_posts_indexed_at', 'posts', '{indexed_at}');
+SELECT sluice_create_index('idx_posts_parent_uri', 'posts', '{parent_uri}');
+SELECT sluice_create_index('idx_posts_root_uri', 'posts', '{root_uri}');
+SELECT sluice_create_index('idx_posts_search_vector', 'posts', '{search_vector}', 'gin');
 
 CREATE TABLE IF NOT EXISTS post_aggregations (
     post_uri varchar(512) PRIMARY KEY,
@@ -144,11 +188,11 @@ CREATE TABLE IF NOT EXISTS post_aggregations (
     created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_post_aggregations_like_count ON post_aggregations (like_count);
-CREATE INDEX IF NOT EXISTS idx_post_aggregations_repost_count ON post_aggregations (repost_count);
-CREATE INDEX IF NOT EXISTS idx_post_aggregations_reply_count ON post_aggregations (reply_count);
-CREATE INDEX IF NOT EXISTS idx_post_aggregations_bookmark_count ON post_aggregations (bookmark_count);
-CREATE INDEX IF NOT EXISTS idx_post_aggregations_quote_count ON post_aggregations (quote_count);
+SELECT sluice_create_index('idx_post_aggregations_like_count', 'post_aggregations', '{like_count}');
+SELECT sluice_create_index('idx_post_aggregations_repost_count', 'post_aggregations', '{repost_count}');
+SELECT sluice_create_index('idx_post_aggregations_reply_count', 'post_aggregations', '{reply_count}');
+SELECT sluice_create_index('idx_post_aggregations_bookmark_count', 'post_aggregations', '{bookmark_count}');
+SELECT sluice_create_index('idx_post_aggregations_quote_count', 'post_aggregations', '{quote_count}');
 
 CREATE TABLE IF NOT EXISTS feed_items (
     uri varchar(512) PRIMARY KEY,
@@ -160,11 +204,11 @@ CREATE TABLE IF NOT EXISTS feed_items (
     created_at timestamp NOT NULL,
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_feed_items_originator_did ON feed_items (originator_did);
-CREATE INDEX IF NOT EXISTS idx_feed_items_post_uri ON feed_items (post_uri);
-CREATE INDEX IF NOT EXISTS idx_feed_items_sort_at ON feed_items (sort_at);
-CREATE INDEX IF NOT EXISTS idx_feed_items_type ON feed_items (type);
-CREATE INDEX IF NOT EXISTS idx_feed_items_originator_sort ON feed_items (originator_did, sort_at);
+SELECT sluice_create_index('idx_feed_items_originator_did', 'feed_items', '{originator_did}');
+SELECT sluice_create_index('idx_feed_items_post_uri', 'feed_items', '{post_uri}');
+SELECT sluice_create_index('idx_feed_items_sort_at', 'feed_items', '{sort_at}');
+SELECT sluice_create_index('idx_feed_items_type', 'feed_items', '{type}');
+SELECT sluice_create_index('idx_feed_items_originator_sort', 'feed_items', '{originator_did,sort_at}');
 
 CREATE TABLE IF NOT EXISTS likes (
     uri varchar(512) PRIMARY KEY,
@@ -179,8 +223,8 @@ CREATE TABLE IF NOT EXISTS likes (
     commit_rev varchar(64),
     CONSTRAINT likes_user_did_post_uri_key UNIQUE (user_did, post_uri)
 );
-CREATE INDEX IF NOT EXISTS idx_likes_user_did ON likes (user_did);
-CREATE INDEX IF NOT EXISTS idx_likes_post_uri ON likes (post_uri);
+SELECT sluice_create_index('idx_likes_user_did', 'likes', '{user_did}');
+SELECT sluice_create_index('idx_likes_post_uri', 'likes', '{post_uri}');
 
 CREATE TABLE IF NOT EXISTS reposts (
     uri varchar(512) PRIMARY KEY,
@@ -195,8 +239,8 @@ CREATE TABLE IF NOT EXISTS reposts (
     commit_rev varchar(64),
     CONSTRAINT reposts_user_did_post_uri_key UNIQUE (user_did, post_uri)
 );
-CREATE INDEX IF NOT EXISTS idx_reposts_user_did ON reposts (user_did);
-CREATE INDEX IF NOT EXISTS idx_reposts_post_uri ON reposts (post_uri);
+SELECT sluice_create_index('idx_reposts_user_did', 'reposts', '{user_did}');
+SELECT sluice_create_index('idx_reposts_post_uri', 'reposts', '{post_uri}');
 
 CREATE TABLE IF NOT EXISTS follows (
     uri varchar(512) PRIMARY KEY,
@@ -209,8 +253,8 @@ CREATE TABLE IF NOT EXISTS follows (
     commit_rev varchar(64),
     CONSTRAINT follows_follower_did_following_did_key UNIQUE (follower_did, following_did)
 );
-CREATE INDEX IF NOT EXISTS idx_follows_follower_did ON follows (follower_did);
-CREATE INDEX IF NOT EXISTS idx_follows_following_did ON follows (following_did);
+SELECT sluice_create_index('idx_follows_follower_did', 'follows', '{follower_did}');
+SELECT sluice_create_index('idx_follows_following_did', 'follows', '{following_did}');
 
 CREATE TABLE IF NOT EXISTS blocks (
     uri varchar(512) PRIMARY KEY,
@@ -223,8 +267,8 @@ CREATE TABLE IF NOT EXISTS blocks (
     commit_rev varchar(64),
     CONSTRAINT blocks_blocker_did_blocked_did_key UNIQUE (blocker_did, blocked_did)
 );
-CREATE INDEX IF NOT EXISTS idx_blocks_blocker_did ON blocks (blocker_did);
-CREATE INDEX IF NOT EXISTS idx_blocks_blocked_did ON blocks (blocked_did);
+SELECT sluice_create_index('idx_blocks_blocker_did', 'blocks', '{blocker_did}');
+SELECT sluice_create_index('idx_blocks_blocked_did', 'blocks', '{blocked_did}');
 
 CREATE TABLE IF NOT EXISTS quotes (
     uri varchar(512) PRIMARY KEY,
@@ -236,8 +280,8 @@ CREATE TABLE IF NOT EXISTS quotes (
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     CONSTRAINT quotes_post_uri_quoted_uri_key UNIQUE (post_uri, quoted_uri)
 );
-CREATE INDEX IF NOT EXISTS idx_quotes_post_uri ON quotes (post_uri);
-CREATE INDEX IF NOT EXISTS idx_quotes_quoted_uri ON quotes (quoted_uri);
+SELECT sluice_create_index('idx_quotes_post_uri', 'quotes', '{post_uri}');
+SELECT sluice_create_index('idx_quotes_quoted_uri', 'quotes', '{quoted_uri}');
 
 CREATE TABLE IF NOT EXISTS notifications (
     id serial PRIMARY KEY,
@@ -252,10 +296,10 @@ CREATE TABLE IF NOT EXISTS notifications (
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     CONSTRAINT notifications_uri_key UNIQUE (uri)
 );
-CREATE INDEX IF NOT EXISTS idx_notifications_recipient_did ON notifications (recipient_did);
-CREATE INDEX IF NOT EXISTS idx_notifications_recipient_read ON notifications (recipient_did, is_read);
-CREATE INDEX IF NOT EXISTS idx_notifications_created_at ON notifications (created_at);
-CREATE INDEX IF NOT EXISTS idx_notifications_indexed_at ON notifications (indexed_at);
+SELECT sluice_create_index('idx_notifications_recipient_did', 'notifications', '{recipient_did}');
+SELECT sluice_create_index('idx_notifications_recipient_read', 'notifications', '{recipient_did,is_read}');
+SELECT sluice_create_index('idx_notifications_created_at', 'notifications', '{created_at}');
+SELECT sluice_create_index('idx_notifications_indexed_at', 'notifications', '{indexed_at}');
 
 CREATE TABLE IF NOT EXISTS lists (
     uri varchar(512) PRIMARY KEY,
@@ -268,9 +312,9 @@ CREATE TABLE IF NOT EXISTS lists (
     created_at timestamp NOT NULL,
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_lists_creator_did ON lists (creator_did);
-CREATE INDEX IF NOT EXISTS idx_lists_purpose ON lists (purpose);
-CREATE INDEX IF NOT EXISTS idx_lists_indexed_at ON lists (indexed_at);
+SELECT sluice_create_index('idx_lists_creator_did', 'lists', '{creator_did}');
+SELECT sluice_create_index('idx_lists_purpose', 'lists', '{purpose}');
+SELECT sluice_create_index('idx_lists_indexed_at', 'lists', '{indexed_at}');
 
 CREATE TABLE IF NOT EXISTS list_items (
     uri varchar(512) PRIMARY KEY,
@@ -281,8 +325,8 @@ CREATE TABLE IF NOT EXISTS list_items (
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     CONSTRAINT list_items_list_uri_subject_did_key UNIQUE (list_uri, subject_did)
 );
-CREATE INDEX IF NOT EXISTS idx_list_items_list_uri ON list_items (list_uri);
-CREATE INDEX IF NOT EXISTS idx_list_items_subject_did ON list_items (subject_did);
+SELECT sluice_create_index('idx_list_items_list_uri', 'list_items', '{list_uri}');
+SELECT sluice_create_index('idx_list_items_subject_did', 'list_items', '{subject_did}');
 
 CREATE TABLE IF NOT EXISTS feed_generators (
     uri varchar(512) PRIMARY KEY,
@@ -296,10 +340,10 @@ CREATE TABLE IF NOT EXISTS feed_generators (
     created_at timestamp NOT NULL,
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_feed_generators_creator_did ON feed_generators (creator_did);
-CREATE INDEX IF NOT EXISTS idx_feed_generators_did ON feed_generators (did);
-CREATE INDEX IF NOT EXISTS idx_feed_generators_like_count ON feed_generators (like_count);
-CREATE INDEX IF NOT EXISTS idx_feed_generators_indexed_at ON feed_generators (indexed_at);
+SELECT sluice_create_index('idx_feed_generators_creator_did', 'feed_generators', '{creator_did}');
+SELECT sluice_create_index('idx_feed_generators_did', 'feed_generators', '{did}');
+SELECT sluice_create_index('idx_feed_generators_like_count', 'feed_generators', '{like_count}');
+SELECT sluice_create_index('idx_feed_generators_indexed_at', 'feed_generators', '{indexed_at}');
 
 CREATE TABLE IF NOT EXISTS starter_packs (
     uri varchar(512) PRIMARY KEY,
@@ -312,9 +356,9 @@ CREATE TABLE IF NOT EXISTS starter_packs (
     created_at timestamp NOT NULL,
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_starter_packs_creator_did ON starter_packs (creator_did);
-CREATE INDEX IF NOT EXISTS idx_starter_packs_list_uri ON starter_packs (list_uri);
-CREATE INDEX IF NOT EXISTS idx_starter_packs_indexed_at ON starter_packs (indexed_at);
+SELECT sluice_create_index('idx_starter_packs_creator_did', 'starter_packs', '{creator_did}');
+SELECT sluice_create_index('idx_starter_packs_list_uri', 'starter_packs', '{list_uri}');
+SELECT sluice_create_index('idx_starter_packs_indexed_at', 'starter_packs', '{indexed_at}');
 
 CREATE TABLE IF NOT EXISTS labeler_services (
     uri varchar(512) PRIMARY KEY,
@@ -325,9 +369,9 @@ CREATE TABLE IF NOT EXISTS labeler_services (
     created_at timestamp NOT NULL,
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_labeler_services_creator_did ON labeler_services (creator_did);
-CREATE INDEX IF NOT EXISTS idx_labeler_services_like_count ON labeler_services (like_count);
-CREATE INDEX IF NOT EXISTS idx_labeler_services_indexed_at ON labeler_services (indexed_at);
+SELECT sluice_create_index('idx_labeler_services_creator_did', 'labeler_services', '{creator_did}');
+SELECT sluice_create_index('idx_labeler_services_like_count', 'labeler_services', '{like_count}');
+SELECT sluice_create_index('idx_labeler_services_indexed_at', 'labeler_services', '{indexed_at}');
 
 CREATE TABLE IF NOT EXISTS thread_gates (
     post_uri varchar(512) PRIMARY KEY,
@@ -339,14 +383,14 @@ CREATE TABLE IF NOT EXISTS thread_gates (
     created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_thread_gates_owner_did ON thread_gates (owner_did);
+SELECT sluice_create_index('idx_thread_gates_owner_did', 'thread_gates', '{owner_did}');
 
 CREATE TABLE IF NOT EXISTS post_gates (
     post_uri varchar(512) PRIMARY KEY,
     created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     embedding_rules jsonb NOT NULL DEFAULT '{}'
 );
-CREATE INDEX IF NOT EXISTS idx_post_gates_created_at ON post_gates (created_at);
+SELECT sluice_create_index('idx_post_gates_created_at', 'post_gates', '{created_at}');
 
 CREATE TABLE IF NOT EXISTS post_viewer_states (
     post_uri varchar(512) NOT NULL,
@@ -362,8 +406,8 @@ CREATE TABLE IF NOT EXISTS post_viewer_states (
     updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     CONSTRAINT post_viewer_states_post_uri_viewer_did_key UNIQUE (post_uri, viewer_did)
 );
-CREATE INDEX IF NOT EXISTS idx_post_viewer_states_post_uri ON post_viewer_states (post_uri);
-CREATE INDEX IF NOT EXISTS idx_post_viewer_states_viewer_did ON post_viewer_states (viewer_did);
+SELECT sluice_create_index('idx_post_viewer_states_post_uri', 'post_viewer_states', '{post_uri}');
+SELECT sluice_create_index('idx_post_viewer_states_viewer_did', 'post_viewer_states', '{viewer_did}');
 
 CREATE TABLE IF NOT EXISTS thread_contexts (
     post_uri varchar(512) PRIMARY KEY,
@@ -371,7 +415,7 @@ CREATE TABLE IF NOT EXISTS thread_contexts (
     created_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
     updated_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_thread_contexts_root_author_like_uri ON thread_contexts (root_author_like_uri);
+SELECT sluice_create_index('idx_thread_contexts_root_author_like_uri', 'thread_contexts', '{root_author_like_uri}');
 
 CREATE TABLE IF NOT EXISTS generic_records (
     uri varchar(512) PRIMARY KEY,
@@ -382,9 +426,9 @@ CREATE TABLE IF NOT EXISTS generic_records (
     created_at timestamp NOT NULL,
     indexed_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
-CREATE INDEX IF NOT EXISTS idx_generic_records_author_did ON generic_records (author_did);
-CREATE INDEX IF NOT EXISTS idx_generic_records_record_type ON generic_records (record_type);
-CREATE INDEX IF NOT EXISTS idx_generic_records_created_at ON generic_records (created_at);
+SELECT sluice_create_index('idx_generic_records_author_did', 'generic_records', '{author_did}');
+SELECT sluice_create_index('idx_generic_records_record_type', 'generic_records', '{record_type}');
+SELECT sluice_create_index('idx_generic_records_created_at', 'generic_records', '{created_at}');
 
 -- ---- sluice's own tables ------------------------------------------------
 

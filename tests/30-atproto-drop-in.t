@@ -1,0 +1,117 @@
+#!/usr/bin/perl
+# A drop-in adds nothing twice. `sluiced --init-schema` on a database the
+# appview created (its tables and indexes under its own names: the facts in
+# tests/data/appview-tables.sql, and the appview's own DDL from
+# ../shared/data/appview when that folder is there) adds sluice's own
+# tables and indexes and no index an appview table already has under
+# another name: no table ends with two indexes of the same columns, order,
+# method and predicate. On an empty database it creates every index of
+# etc/sql/atproto.sql. A second run changes nothing either way.
+use strict;
+use warnings;
+use lib 'tests/lib';
+use SluiceRig;
+use Test::More;
+
+my $FACTS = 'tests/data/appview-tables.sql';
+my $APPVIEW = '../shared/data/appview/schema.sql';
+
+my $rig = SluiceRig->new(redis => 0);
+my $sluiced = $rig->bin('sluiced');
+
+# Every index of the public schema as "table index".
+sub indexes {
+    my ($db) = @_;
+    return [ split /\n/, $rig->psql_db($db,
+        "SELECT tablename || ' ' || indexname FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1") ];
+}
+
+# The indexes that duplicate another of their table (same key columns in
+# the same order, same access method, expressions and predicate).
+my $TWINS = <<'SQL';
+SELECT string_agg(c.relname, ' = ' ORDER BY c.relname)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_class t ON t.oid = i.indrelid
+ WHERE t.relnamespace = 'public'::regnamespace
+ GROUP BY i.indrelid, c.relam, i.indkey::text, pg_get_expr(i.indexprs, i.indrelid),
+          pg_get_expr(i.indpred, i.indrelid)
+HAVING count(*) > 1
+SQL
+
+sub init_schema {
+    my ($db, %kv) = @_;
+    my $conf = $rig->write_config(database_url => $rig->database_url_for($db), %kv);
+    return $rig->run($sluiced, '-c', $conf, '--init-schema');
+}
+
+sub load_file {
+    my ($db, $file) = @_;
+    my $r = $rig->run('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $rig->database_url_for($db), '-f', $file);
+    is($r->[0], 0, "$db: $file loaded") or diag($r->[1]);
+}
+
+# A database the appview made: sluice adds only its own tables' indexes.
+sub check_drop_in {
+    my ($db, $file) = @_;
+    $rig->create_database($db);
+    load_file($db, $file);
+    my $before = indexes($db);
+    # (the appview's own DDL has twins of its own, on tables sluice doesn't write)
+    my $twins = $rig->psql_db($db, $TWINS);
+    my $r = init_schema($db);
+    is($r->[0], 0, "$db: --init-schema succeeds") or diag($r->[1]);
+    my %had = map { $_ => 1 } @$before;
+    my @added = grep { !$had{$_} } @{ indexes($db) };
+    my @foreign = grep { !/^sluice_/ } @added;
+    is_deeply(\@foreign, [], "$db: no index added to an appview table") or diag(join "\n", @foreign);
+    ok(scalar(grep { /^sluice_record_state / } @added) >= 1, "$db: sluice's own indexes are there");
+    is($rig->psql_db($db, $TWINS), $twins, "$db: sluice made no two indexes of the same columns");
+    my $after = indexes($db);
+    $r = init_schema($db);
+    is($r->[0], 0, "$db: a second --init-schema succeeds");
+    is_deeply(indexes($db), $after, "$db: ... and changes no index");
+}
+
+check_drop_in('facts', $FACTS);
+
+# A skipped index is named in the log (debug), with the index that covers it.
+like(init_schema('facts', log_level => 'debug')->[1],
+     qr/index idx_feed_items_post_uri not created: idx_feed_items_post on feed_items has the same columns/,
+     'a skipped index is logged with the one that covers it');
+SKIP: {
+    skip "the appview's DDL is absent ($APPVIEW)", 6 unless -r $APPVIEW;
+    check_drop_in('appview', $APPVIEW);
+}
+
+# An empty database: every index the DDL declares is created.
+$rig->create_database('empty');
+my $r = init_schema('empty');
+is($r->[0], 0, 'empty: --init-schema succeeds') or diag($r->[1]);
+open my $fh, '<', 'etc/sql/atproto.sql' or die "atproto.sql: $!";
+my @declared = map { /sluice_create_index\('(\w+)', '(\w+)'/ ? "$2 $1" : () } <$fh>;
+close $fh;
+ok(@declared > 40, scalar(@declared) . ' appview indexes declared');
+my %have = map { $_ => 1 } @{ indexes('empty') };
+is_deeply([ grep { !$have{$_} } @declared ], [], 'empty: every declared index is created');
+is($rig->psql_db('empty', $TWINS), '', 'empty: no twins');
+my $after = indexes('empty');
+init_schema('empty');
+is_deeply(indexes('empty'), $after, 'empty: a second run changes nothing');
+
+# An index of the same columns but with a predicate, or of another method,
+# does not count.
+$rig->create_database('partial');
+$rig->psql_db('partial', 'CREATE TABLE likes (uri varchar(512) PRIMARY KEY, user_did varchar(255) NOT NULL,'
+    . ' post_uri varchar(512) NOT NULL, subject_cid varchar(255), via jsonb, created_at timestamp NOT NULL,'
+    . ' indexed_at timestamp NOT NULL DEFAULT now(), commit_time timestamp, commit_seq varchar(32),'
+    . ' commit_rev varchar(64), UNIQUE (user_did, post_uri));'
+    . " CREATE INDEX likes_recent ON likes (post_uri) WHERE created_at > '2024-01-01';"
+    . ' CREATE INDEX likes_by_user_hash ON likes USING hash (user_did)');
+$r = init_schema('partial');
+is($r->[0], 0, 'partial: --init-schema succeeds') or diag($r->[1]);
+my %p = map { $_ => 1 } @{ indexes('partial') };
+ok($p{'likes idx_likes_post_uri'}, 'a partial index of the same column does not stand in for a full one');
+ok($p{'likes idx_likes_user_did'}, 'nor does a hash index for a btree one');
+
+$rig->finish;
+done_testing;
