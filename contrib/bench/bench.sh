@@ -28,7 +28,9 @@
 # 20; 0 skips it): sluice-gen at 2,000 events/s into the running sluiced
 # (the first W), and the commit-latency percentiles at that rate.
 #
-# BENCH_PGLOG=FILE keeps PostgreSQL's log (deadlock details, for one).
+# BENCH_PGLOG=FILE keeps PostgreSQL's log (deadlock details, for one);
+# BENCH_PGOPTS adds server options (e.g. "-c session_preload_libraries=auto_explain").
+# Also reported: the sequential scans of each table during the best run.
 # Prints a table and writes bench-results.txt and bench-results.json (in
 # the current directory, or BENCH_OUT). Not a test: nothing is asserted.
 set -eu
@@ -89,7 +91,7 @@ mkdir "$tmp/pg" "$tmp/pgsock"
 $as_pg "$PGBIN/initdb" -D "$tmp/pg" -U sluice --auth=trust -E UTF8 \
     --locale=C >/dev/null || die "initdb failed"
 $as_pg "$PGBIN/pg_ctl" -D "$tmp/pg" -w -l "$tmp/pgsock/postgres.log" \
-    -o "-k $tmp/pgsock -c listen_addresses='' -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all" \
+    -o "-k $tmp/pgsock -c listen_addresses='' -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all ${BENCH_PGOPTS:-}" \
     start >/dev/null ||
     die "PostgreSQL did not start"
 for _ in $(seq 100); do
@@ -227,6 +229,10 @@ for W in $WORKERS; do
         from pg_stat_statements s join pg_database d on d.oid = s.dbid
         where d.datname = current_database() and s.query not like '%pg_stat_statements%'
         group by s.query order by 1 desc limit 16" >"$tmp/statements-w$W" 2>/dev/null || true
+    # tables read whole during the run: a plan that scans one costs more
+    # with every row the table holds
+    psql_db "$db" -F ' | ' -c "select relname, seq_scan, seq_tup_read from pg_stat_user_tables
+        where seq_tup_read > 0 order by seq_tup_read desc limit 12" >"$tmp/scans-w$W" 2>/dev/null || true
     # deadlocks PostgreSQL detected during the run (its own log, so that
     # any sluiced build can be measured), each one a batch retried
     dlk=$(( $(grep -c 'deadlock detected' "$tmp/pgsock/postgres.log" 2>/dev/null || true) - dlk0 ))
@@ -338,6 +344,11 @@ fi
         echo "the statements inside sluice_apply_stage() are counted in it and on their own):"
         echo "      ms |  calls |   rows | statement"
         awk -F ' [|] ' '{ printf "%8s | %6s | %6s | %s\n", $1, $2, $3, $4 }' "$tmp/statements-w${best% *}"
+    fi
+    if [ -s "$tmp/scans-w${best% *}" ]; then
+        echo
+        echo "sequential scans, W=${best% *} (pg_stat_user_tables): table, scans, rows read"
+        awk -F ' [|] ' '{ printf "  %-28s %8s %12s\n", $1, $2, $3 }' "$tmp/scans-w${best% *}"
     fi
     if [ "$LIVE" -gt 0 ]; then
         echo "live: $LIVE_RATE events/s for ${LIVE}s; commit latency p50/p90/p99 (ms," \
