@@ -46,7 +46,7 @@ sub init_schema {
 
 sub load_file {
     my ($db, $file) = @_;
-    my $r = $rig->run('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $rig->database_url_for($db), '-f', $file);
+    my $r = $rig->psql_file($file, $db);
     is($r->[0], 0, "$db: $file loaded") or diag($r->[1]);
 }
 

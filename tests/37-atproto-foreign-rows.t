@@ -59,7 +59,7 @@ my $group = 'firehose-processors';
 my $conf = $rig->write_config(batch_size => 8, batch_timeout_ms => 50, block_ms => 200);
 # the database as the appview created it (its tables, under its index
 # names), then sluice's schema over it
-my $r = $rig->run('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $rig->database_url, '-f', 'tests/data/appview-tables.sql');
+my $r = $rig->psql_file('tests/data/appview-tables.sql');
 is($r->[0], 0, "the appview's tables created") or diag($r->[1]);
 $r = $rig->run($sluiced, '-c', $conf, '--init-schema');
 is($r->[0], 0, 'schema applied') or diag($r->[1]);

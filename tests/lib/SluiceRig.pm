@@ -594,6 +594,15 @@ sub psql_db {
     return $out;
 }
 
+# Run the SQL file $file with psql (stopping at the first error) against
+# database $db, or the rig's database when $db is undef; returns what
+# run() returns: [exit code, output].
+sub psql_file {
+    my ($self, $file, $db) = @_;
+    my $url = defined $db ? $self->database_url_for($db) : $self->database_url;
+    return $self->run('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $url, '-f', $file);
+}
+
 # Wait until group $group of $stream exists, has nothing pending and no
 # lag (every entry delivered and acked). Returns 1, or 0 on timeout.
 sub wait_drained {
