@@ -39,6 +39,7 @@
 
 #include "shared/buf.h"
 #include "shared/json.h"
+#include "shared/stats.h"
 #include "worker/atproto_record.h"
 #include "worker/sink.h"
 
@@ -65,6 +66,11 @@ struct atp_sink {
     struct buf json;   /* a record printed as JSON */
     struct buf dids;   /* the actors of the live entries */
     struct buf actors; /* before_apply()'s array literal */
+    /* plan refresh (see plans_refresh()): batches applied in this
+     * session, the count that triggers the next refresh, and when the
+     * last one was */
+    uint64_t batches, next_refresh;
+    int64_t refreshed_ms;
 };
 
 /* What every row of one entry shares. */
@@ -643,13 +649,48 @@ oom:
 
 /* ---- writing ------------------------------------------------------------ */
 
+/*
+ * PL/pgSQL plans each statement of sluice_apply_stage() once per session
+ * and keeps that plan, made for the sizes the tables had then. A session
+ * that started on small tables (a new database, a bench) would go on
+ * reading whole tables where an index lookup is right once they have
+ * grown: in a 60,000-event run from empty tables, 3,390 scans of users
+ * alone. So the session's plans are dropped (DISCARD PLANS; the next
+ * batch plans again, about 12 ms) after its batches 1, 2, 4, 8, ... 1024
+ * -- tables that grow from empty double with the batch count -- and then
+ * at most every PLAN_REFRESH_MS. A failure is ignored: the plans stay.
+ */
+#define PLAN_REFRESH_MS           60000
+#define PLAN_REFRESH_DOUBLING_MAX 1024
+
+static void
+plans_refresh(struct atp_sink *s, PGconn *conn)
+{
+    int64_t now = stats_now_ms();
+
+    s->batches++;
+    if (s->batches < s->next_refresh &&
+        (s->next_refresh <= PLAN_REFRESH_DOUBLING_MAX ||
+         now - s->refreshed_ms < PLAN_REFRESH_MS))
+        return;
+    PQclear(PQexec(conn, "DISCARD PLANS"));
+    s->refreshed_ms = now;
+    if (s->next_refresh <= PLAN_REFRESH_DOUBLING_MAX)
+        s->next_refresh = 2 * s->batches;
+    else
+        s->next_refresh = UINT64_MAX;
+}
+
 static enum sink_result
 atp_on_connect(struct sink *sink, PGconn *conn, char *err, size_t errlen)
 {
+    struct atp_sink *s = (struct atp_sink *)sink;
     PGresult *res;
     enum sink_result r;
 
-    (void)sink;
+    s->batches = 0; /* a new session plans afresh */
+    s->next_refresh = 2;
+    s->refreshed_ms = stats_now_ms();
     res = PQexec(conn, "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE "
                        "sluice_stage_template INCLUDING DEFAULTS) "
                        "ON COMMIT DELETE ROWS");
@@ -676,6 +717,7 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
 
     if (n == 0)
         return SINK_OK;
+    plans_refresh(s, conn);
     res = PQexec(conn, "COPY sluice_stage (" STAGE_COLUMNS ") FROM STDIN");
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         r = sink_result_of_pg(conn, res, err, errlen);
