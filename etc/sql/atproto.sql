@@ -606,12 +606,14 @@ BEGIN
     WITH ops AS (
         -- each record op with the pair it writes and, for an update or a
         -- delete, the pair its current row (or state) holds
+        -- (the state as a subquery: one index lookup per update or
+        -- delete, where a join was planned as a scan of the whole table)
         SELECT s.kind, s.did, s.collection, s.uri, s.record,
                sluice_pair_key(s.collection, s.did, s.record) AS pair,
-               coalesce(r.pair, c.pair) AS old_pair
+               coalesce((SELECT r.pair FROM sluice_record_state r
+                          WHERE s.kind <> 'create' AND r.uri = s.uri), c.pair) AS old_pair
           FROM sluice_stage s
           LEFT JOIN sluice_current_pairs() c ON c.uri = s.uri
-          LEFT JOIN sluice_record_state r ON s.kind <> 'create' AND r.uri = s.uri
          WHERE s.kind IN ('create', 'update', 'delete')
            AND s.collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
                                 'app.bsky.graph.follow', 'app.bsky.graph.block',
@@ -673,6 +675,7 @@ DECLARE
     dup record;
     staged_gone bigint;
     gone_posts text[];
+    renewed text[];
     taken boolean;
 BEGIN
     IF to_regclass('pg_temp.sluice_delta') IS NULL THEN
@@ -767,11 +770,15 @@ BEGIN
        AND (t.ord_ms, t.ord_seq, t.op_idx, t.ctid) > (s.ord_ms, s.ord_seq, s.op_idx, s.ctid);
 
     -- ... and only those newer than the stored state. A create whose URI
-    -- had no state before is marked status = 'fresh': the appview's rows
-    -- for it, if any, are the same record written by someone else (an old
-    -- worker), so there is nothing to retract. A delete or an update is
-    -- never fresh: it retracts whatever the appview's tables hold for the
-    -- URI, whoever wrote it.
+    -- had no state before is fresh: the appview's rows for it, if any, are
+    -- the same record written by someone else (an old worker), so there is
+    -- nothing to retract. A delete or an update is never fresh: it
+    -- retracts whatever the appview's tables hold for the URI, whoever
+    -- wrote it. `renewed` lists the URIs whose state row was there before
+    -- (few: updates, deletes, creates after a delete), so a staged op is
+    -- fresh when it is a create whose URI is not in it. (An array, not a
+    -- column of the stage set by an UPDATE: that rewrote every staged row,
+    -- and the join was planned as a nested loop, 500 x 500 rows a batch.)
     WITH up AS (
         INSERT INTO sluice_record_state AS r
                (uri, collection, did, ord_ms, ord_seq, op_idx, deleted, cid,
@@ -795,8 +802,7 @@ BEGIN
         DELETE FROM sluice_stage s
          WHERE s.kind IN ('create', 'update', 'delete')
            AND NOT EXISTS (SELECT 1 FROM up WHERE up.uri = s.uri))
-    UPDATE sluice_stage s SET status = 'fresh' FROM up
-     WHERE up.fresh AND s.uri = up.uri AND s.kind = 'create';
+    SELECT coalesce(array_agg(uri) FILTER (WHERE NOT fresh), '{}') INTO renewed FROM up;
 
     -- The pairs the current rows of the updated and deleted URIs hold, and
     -- the posts those likes are of, once more: the first pass read them
@@ -830,7 +836,7 @@ BEGIN
            min(uri) FILTER (WHERE fresh), bool_or(NOT fresh)
       FROM (
         SELECT collection, sluice_pair_key(collection, did, record) AS p, uri,
-               status IS NOT DISTINCT FROM 'fresh' AS fresh
+               kind = 'create' AND uri <> ALL (renewed) AS fresh
           FROM sluice_stage WHERE kind IN ('create', 'update')
            AND collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
                               'app.bsky.graph.follow', 'app.bsky.graph.block',
@@ -838,23 +844,23 @@ BEGIN
         UNION ALL
         SELECT s.collection, x.user_did || ' ' || x.post_uri, NULL, false FROM sluice_stage s
           JOIN likes x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.feed.like' AND s.status IS DISTINCT FROM 'fresh'
+         WHERE s.collection = 'app.bsky.feed.like' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
         UNION ALL
         SELECT s.collection, x.user_did || ' ' || x.post_uri, NULL, false FROM sluice_stage s
           JOIN reposts x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.feed.repost' AND s.status IS DISTINCT FROM 'fresh'
+         WHERE s.collection = 'app.bsky.feed.repost' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
         UNION ALL
         SELECT s.collection, x.follower_did || ' ' || x.following_did, NULL, false FROM sluice_stage s
           JOIN follows x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.graph.follow' AND s.status IS DISTINCT FROM 'fresh'
+         WHERE s.collection = 'app.bsky.graph.follow' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
         UNION ALL
         SELECT s.collection, x.blocker_did || ' ' || x.blocked_did, NULL, false FROM sluice_stage s
           JOIN blocks x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.graph.block' AND s.status IS DISTINCT FROM 'fresh'
+         WHERE s.collection = 'app.bsky.graph.block' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
         UNION ALL
         SELECT s.collection, x.list_uri || ' ' || x.subject_did, NULL, false FROM sluice_stage s
           JOIN list_items x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.graph.listitem' AND s.status IS DISTINCT FROM 'fresh'
+         WHERE s.collection = 'app.bsky.graph.listitem' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
     ) x WHERE p IS NOT NULL
      GROUP BY 1, 2, 3;
 
@@ -1126,7 +1132,7 @@ BEGIN
     -- (by the array of their URIs: a join with sluice_stage would be
     -- planned on the temp table's unknown size, as a scan of each table)
     SELECT array_agg(uri) INTO gone_posts FROM sluice_stage
-     WHERE collection = 'app.bsky.feed.post' AND status IS DISTINCT FROM 'fresh';
+     WHERE collection = 'app.bsky.feed.post' AND (kind <> 'create' OR uri = ANY (renewed));
     IF gone_posts IS NOT NULL THEN
         WITH gone AS (
             DELETE FROM posts x WHERE x.uri = ANY (gone_posts) RETURNING x.parent_uri),
