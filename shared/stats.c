@@ -401,16 +401,21 @@ stats_slot_read(const struct stats_slot *slot, struct stats_slot *out)
                           memory_order_relaxed);
 }
 
-/* Bucket of a latency: the smallest i with latency < 2^i ms, the last
- * bucket for anything slower. */
+/* Bucket of a latency (see STATS_HIST_BUCKETS): below 4 ms the latency
+ * itself; else, with 2^k <= latency < 2^(k+1), the sub-bucket of width
+ * 2^(k-2) it falls in; the last bucket for anything from 2^16 ms. */
 static unsigned
 hist_bucket(uint64_t latency_ms)
 {
-    unsigned i = 0;
+    unsigned k;
 
-    while (i < STATS_HIST_BUCKETS - 1 && latency_ms >= (UINT64_C(1) << i))
-        i++;
-    return i;
+    if (latency_ms < STATS_HIST_SUB)
+        return (unsigned)latency_ms;
+    k = 63u - (unsigned)__builtin_clzll(latency_ms);
+    if (k >= STATS_HIST_MAX_OCT)
+        return STATS_HIST_BUCKETS - 1;
+    return STATS_HIST_SUB + (k - 2) * STATS_HIST_SUB +
+           (unsigned)((latency_ms - (UINT64_C(1) << k)) >> (k - 2));
 }
 
 void
@@ -420,14 +425,18 @@ stats_hist_add(struct stats_slot *slot, uint64_t latency_ms)
     slot->latency_sum_ms += latency_ms;
 }
 
-/* Upper bound (ms) of bucket i: 2^i; the overflow bucket reports its lower
- * bound 2^(STATS_HIST_BUCKETS-1). */
 uint64_t
 stats_hist_bucket_upper_ms(unsigned i)
 {
+    unsigned k, j;
+
     if (i >= STATS_HIST_BUCKETS - 1)
-        return UINT64_C(1) << (STATS_HIST_BUCKETS - 1);
-    return UINT64_C(1) << i;
+        return UINT64_C(1) << STATS_HIST_MAX_OCT;
+    if (i < STATS_HIST_SUB)
+        return i + 1;
+    k = 2 + (i - STATS_HIST_SUB) / STATS_HIST_SUB;
+    j = (i - STATS_HIST_SUB) % STATS_HIST_SUB;
+    return (UINT64_C(1) << k) + (uint64_t)(j + 1) * (UINT64_C(1) << (k - 2));
 }
 
 uint64_t

@@ -27,16 +27,22 @@
 #include <sys/types.h>
 
 #define STATS_MAGIC          0x534c4355u /* "SLCU" */
-#define STATS_LAYOUT_VERSION 2u
+#define STATS_LAYOUT_VERSION 3u
 #define STATS_MAX_SLOTS      64
 #define STATS_NAME_MAX       64
 #define STATS_ERROR_MAX      160
 /*
- * Latency histogram (stream-ID time to commit): bucket i counts latencies
- * below 2^i milliseconds (bucket 0: < 1 ms ... bucket 16: < 65.5 s);
- * the last bucket counts everything slower.
+ * Latency histogram (stream-ID time to commit), in milliseconds: buckets
+ * 0..3 count 0, 1, 2 and 3 ms; above that every power of two [2^k,
+ * 2^(k+1)) is split into STATS_HIST_SUB buckets of equal width, so that a
+ * bucket's upper bound is at most 25 % above any latency in it (4..4.99
+ * ms reads 5 ms; 96..111 ms reads 112 ms), up to 65.5 s; the last bucket
+ * counts everything slower. 61 buckets.
  */
-#define STATS_HIST_BUCKETS 18
+#define STATS_HIST_SUB     4 /* = 2^2: the width in [2^k, 2^(k+1)) is 2^(k-2) */
+#define STATS_HIST_MAX_OCT 16 /* the finite buckets end at 2^16 ms */
+#define STATS_HIST_BUCKETS                                                     \
+    (STATS_HIST_SUB + (STATS_HIST_MAX_OCT - 2) * STATS_HIST_SUB + 1)
 
 enum worker_state {
     WORKER_EMPTY = 0, /* slot unused */
@@ -163,8 +169,9 @@ void stats_hist_add(struct stats_slot *slot, uint64_t latency_ms);
  * fall, as the upper bound of that bucket in ms; 0 when empty. */
 uint64_t stats_hist_quantile(const uint64_t *hist, double q);
 
-/* Upper bound in ms of histogram bucket i (2^i); for the last (overflow)
- * bucket its lower bound. */
+/* Upper bound in ms of histogram bucket i (exclusive: bucket i counts
+ * latencies below it); for the last (overflow) bucket its lower bound,
+ * 65,536. */
 uint64_t stats_hist_bucket_upper_ms(unsigned i);
 
 /* The consumer group's figures in Redis (not in the segment). */

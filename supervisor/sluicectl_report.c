@@ -202,7 +202,7 @@ int
 ctl_print_json(FILE *out, const struct ctl_snapshot *snap,
                const char *segment_name, const struct ctl_group *grp)
 {
-    cJSON *root, *sup, *workers, *total, *group;
+    cJSON *root, *sup, *bounds, *workers, *total, *group;
     struct stats_counters sum;
     char *text;
 
@@ -219,6 +219,15 @@ ctl_print_json(FILE *out, const struct ctl_snapshot *snap,
     cJSON_AddStringToObject(sup, "redis_url", snap->hdr.redis_url);
     cJSON_AddStringToObject(sup, "segment", segment_name);
     cJSON_AddNumberToObject(root, "taken_ms", (double)snap->taken_ms);
+    /* each worker's latency_ms.histogram[i] counts the commits below
+     * bound i; the last (null) bucket is the overflow */
+    bounds = cJSON_AddArrayToObject(root, "latency_bucket_upper_ms");
+    for (unsigned b = 0; b < STATS_HIST_BUCKETS; b++)
+        cJSON_AddItemToArray(
+            bounds,
+            b == STATS_HIST_BUCKETS - 1
+                ? cJSON_CreateNull()
+                : cJSON_CreateNumber((double)stats_hist_bucket_upper_ms(b)));
 
     workers = cJSON_AddArrayToObject(root, "workers");
     for (int i = 0; i < STATS_MAX_SLOTS; i++) {

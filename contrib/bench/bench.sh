@@ -151,10 +151,12 @@ group_state() {
 now() { date +%s.%N; }
 
 # Commit-latency percentiles over every worker's histogram of a
-# `sluicectl stats --json` file: "p50 p90 p99" in ms (bucket upper bounds).
+# `sluicectl stats --json` file: "p50 p90 p99" in ms (bucket upper bounds,
+# at most 25 % above the latencies they stand for; ">65536" past them).
 latency() {
     perl -MJSON::PP -e '
         local $/; my $j = decode_json(<STDIN>);
+        my $le = $j->{latency_bucket_upper_ms} || [];
         my @h; my $n = 0;
         for my $w (@{ $j->{workers} || [] }) {
             my $hist = $w->{latency_ms}{histogram} or next;
@@ -165,7 +167,7 @@ latency() {
             if (!$n) { push @out, "-"; next }
             my ($c, $i) = (0, 0);
             for ($i = 0; $i <= $#h; $i++) { $c += $h[$i] // 0; last if $c >= $q * $n }
-            push @out, 2 ** $i;
+            push @out, defined $le->[$i] ? $le->[$i] : ">65536";
         }
         print "@out\n";' <"$1" 2>/dev/null || echo "- - -"
 }

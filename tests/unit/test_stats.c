@@ -285,36 +285,65 @@ test_histogram(void)
 {
     static struct stats_slot slot;
     uint64_t h[STATS_HIST_BUCKETS];
+    int bad = 0;
 
     memset(&slot, 0, sizeof(slot));
     is_int(stats_hist_quantile(slot.latency_hist, 0.5), 0,
            "quantile of an empty histogram is 0");
     stats_hist_add(&slot, 0);
     is_int(slot.latency_hist[0], 1, "0 ms falls in bucket 0 (< 1 ms)");
-    stats_hist_add(&slot, 1);
-    is_int(slot.latency_hist[1], 1, "1 ms falls in bucket 1 (< 2 ms)");
+    stats_hist_add(&slot, 3);
+    is_int(slot.latency_hist[3], 1, "3 ms falls in bucket 3 (< 4 ms)");
+    stats_hist_add(&slot, 4);
+    is_int(slot.latency_hist[4], 1, "4 ms falls in bucket 4 (< 5 ms)");
     stats_hist_add(&slot, 1023);
-    is_int(slot.latency_hist[10], 1, "1023 ms falls in bucket 10 (< 1024)");
+    is_int(slot.latency_hist[35], 1, "1023 ms falls in bucket 35 (< 1024)");
     stats_hist_add(&slot, 1024);
-    is_int(slot.latency_hist[11], 1, "1024 ms falls in bucket 11");
+    is_int(slot.latency_hist[36], 1, "1024 ms falls in bucket 36 (< 1280)");
+    stats_hist_add(&slot, 65535);
+    is_int(slot.latency_hist[STATS_HIST_BUCKETS - 2], 1,
+           "65535 ms falls in the last finite bucket");
+    stats_hist_add(&slot, 65536);
     stats_hist_add(&slot, 10000000);
-    is_int(slot.latency_hist[STATS_HIST_BUCKETS - 1], 1,
-           "a very slow commit falls in the overflow bucket");
-    is_int(slot.latency_sum_ms, 0 + 1 + 1023 + 1024 + 10000000,
+    is_int(slot.latency_hist[STATS_HIST_BUCKETS - 1], 2,
+           "65536 ms and slower fall in the overflow bucket");
+    is_int(slot.latency_sum_ms,
+           0 + 3 + 4 + 1023 + 1024 + 65535 + 65536 + 10000000,
            "latency_sum_ms adds the latencies");
 
+    /* every latency reads as its bucket's bound: above it, by at most
+     * 25 % from 4 ms on (1 ms below that), and the bounds rise */
+    for (uint64_t v = 0; v < 65536 && !bad; v++) {
+        uint64_t up;
+        memset(slot.latency_hist, 0, sizeof(slot.latency_hist));
+        stats_hist_add(&slot, v);
+        up = stats_hist_quantile(slot.latency_hist, 1.0);
+        bad = up <= v || (v >= 4 ? 4 * up > 5 * v : up != v + 1);
+        if (bad)
+            diag("latency %llu ms reads %llu ms", (unsigned long long)v,
+                 (unsigned long long)up);
+    }
+    ok(!bad, "0..65535 ms: each reads within 25 %% above (1 ms below 4 ms)");
+    bad = 0;
+    for (unsigned i = 1; i < STATS_HIST_BUCKETS - 1; i++)
+        bad |=
+            stats_hist_bucket_upper_ms(i) <= stats_hist_bucket_upper_ms(i - 1);
+    ok(!bad, "bucket bounds rise");
+    is_int(stats_hist_bucket_upper_ms(0), 1, "bucket 0 ends at 1 ms");
+    is_int(stats_hist_bucket_upper_ms(22), 112, "bucket 22 is 96..111 ms");
+    is_int(stats_hist_bucket_upper_ms(STATS_HIST_BUCKETS - 2), 65536,
+           "the last finite bucket ends at 65.5 s");
+
     memset(h, 0, sizeof(h));
-    h[2] = 90; /* 2..3 ms: upper bound 4 */
-    h[9] = 9;  /* 256..511 ms: upper bound 512 */
-    h[12] = 1; /* upper bound 4096 */
+    h[3] = 90; /* 3 ms: upper bound 4 */
+    h[22] = 9; /* 96..111 ms: upper bound 112 */
+    h[44] = 1; /* 4096..5119 ms: upper bound 5120 */
     is_int(stats_hist_quantile(h, 0.5), 4, "p50 of 90x3ms + 10 slow = 4 ms");
     is_int(stats_hist_quantile(h, 0.9), 4, "p90 = 4 ms (90 of 100)");
-    is_int(stats_hist_quantile(h, 0.91), 512, "p91 = 512 ms");
-    is_int(stats_hist_quantile(h, 0.99), 512, "p99 = 512 ms");
-    is_int(stats_hist_quantile(h, 1.0), 4096, "p100 = 4096 ms");
+    is_int(stats_hist_quantile(h, 0.91), 112, "p91 = 112 ms");
+    is_int(stats_hist_quantile(h, 0.99), 112, "p99 = 112 ms");
+    is_int(stats_hist_quantile(h, 1.0), 5120, "p100 = 5120 ms");
     is_int(stats_hist_quantile(h, 0.0), 4, "p0 = the first non-empty bucket");
-    is_int(stats_hist_bucket_upper_ms(0), 1, "bucket 0 ends at 1 ms");
-    is_int(stats_hist_bucket_upper_ms(16), 65536, "bucket 16 ends at 65.5 s");
 }
 
 static void
