@@ -26,7 +26,8 @@
 # after a CHECKPOINT; ceiling = events / median COPY seconds, ratio =
 # events/s / ceiling. Finally a live phase (BENCH_LIVE_SECONDS, default
 # 20; 0 skips it): sluice-gen at 2,000 events/s into the running sluiced
-# (the first W), and the commit-latency percentiles at that rate.
+# (the first W), the commit-latency percentiles at that rate and the
+# group's backlog (lag + pending) sampled every second meanwhile.
 #
 # BENCH_PGLOG=FILE keeps PostgreSQL's log (deadlock details, for one);
 # BENCH_PGOPTS adds server options (e.g. "-c session_preload_libraries=auto_explain").
@@ -295,6 +296,8 @@ ceiling=$(awk -v n="$N" -v s="$copy_s" 'BEGIN { printf "%.0f", n / s }')
 
 # ---- live latency ----------------------------------------------------------
 live_lat="- - -"
+live_max=-
+live_last=-
 if [ "$LIVE" -gt 0 ]; then
     W1=$(echo "$WORKERS" | awk '{ print $1 }')
     rcli DEL "$STREAM" >/dev/null
@@ -305,6 +308,18 @@ if [ "$LIVE" -gt 0 ]; then
     "$BUILD/sluice-gen" -u "unix://$tmp/redis.sock" -k "$STREAM" \
         -n "$((LIVE * LIVE_RATE))" -r "$LIVE_RATE" -s "$((SEED + 1))" -q &
     gen_pid=$!
+    # the group's backlog (lag + pending), sampled every second while the
+    # generator runs: flat and about a batch per worker when sluiced keeps up
+    live_max=0
+    live_last=0
+    while kill -0 "$gen_pid" 2>/dev/null; do
+        set -- $(group_state)
+        if [ "$1" != - ] && [ "$2" != - ]; then
+            live_last=$(($1 + $2))
+            [ "$live_last" -gt "$live_max" ] && live_max=$live_last
+        fi
+        sleep 1
+    done
     wait "$gen_pid" || true
     gen_pid=""
     for _ in $(seq 100); do
@@ -355,6 +370,8 @@ fi
     if [ "$LIVE" -gt 0 ]; then
         echo "live: $LIVE_RATE events/s for ${LIVE}s; commit latency p50/p90/p99 (ms," \
             "histogram bucket bounds): $(echo "$live_lat" | tr ' ' /)"
+        echo "live backlog (lag + pending, sampled each second): max $live_max," \
+            "at the end $live_last entries"
     fi
     echo
     echo "rows (W=${last_db#bench_w}):"
@@ -366,7 +383,7 @@ fi
 cat "$OUT.txt"
 
 perl -MJSON::PP -e '
-    my ($res, $rows, $n, $copy, $ceil, $live, $sink, $seed) = @ARGV;
+    my ($res, $rows, $n, $copy, $ceil, $live, $sink, $seed, $lmax, $llast) = @ARGV;
     my %o = (events => $n + 0, seed => $seed + 0, sink => $sink,
              copy_seconds => $copy + 0, copy_ceiling_events_per_s => $ceil + 0);
     open my $f, "<", $res or die;
@@ -387,8 +404,11 @@ perl -MJSON::PP -e '
     my @l = split " ", $live;
     $o{live_latency_ms} = { map { $_->[0] => ($_->[1] eq "-" ? undef : $_->[1] + 0) }
         ([p50 => $l[0]], [p90 => $l[1]], [p99 => $l[2]]) };
+    $o{live_backlog_max} = $lmax eq "-" ? undef : $lmax + 0;
+    $o{live_backlog_end} = $llast eq "-" ? undef : $llast + 0;
     open $f, "<", $rows or die;
     while (<$f>) { my ($t, $c) = split; $o{rows}{$t} = $c + 0 }
     print JSON::PP->new->canonical->pretty->encode(\%o);
-' "$results" "$tmp/rows" "$N" "$copy_s" "$ceiling" "$live_lat" "$SINK" "$SEED" >"$OUT.json"
+' "$results" "$tmp/rows" "$N" "$copy_s" "$ceiling" "$live_lat" "$SINK" "$SEED" \
+    "$live_max" "$live_last" >"$OUT.json"
 say "figures written to $OUT.txt and $OUT.json"
