@@ -66,7 +66,7 @@ struct atp_sink {
     struct buf json;   /* a record printed as JSON */
     struct buf dids;   /* the actors of the live entries */
     struct buf actors; /* before_apply()'s array literal */
-    /* plan refresh (see plans_refresh()): batches applied in this
+    /* plan refresh (see plans_refresh_due()): batches staged in this
      * session, the count that triggers the next refresh, and when the
      * last one was */
     uint64_t batches, next_refresh;
@@ -664,7 +664,8 @@ oom:
  * and the session's plans are dropped (DISCARD PLANS; the next statements
  * plan again, about 12 ms a batch) at its batches 1, 2, 4, 8, ... 1024 --
  * tables that grow from empty double with the batch count -- and then at
- * most every PLAN_REFRESH_MS. Returns whether this batch is one of them.
+ * most every PLAN_REFRESH_MS. Called once a batch is staged; returns
+ * whether this batch is one of them.
  */
 #define PLAN_REFRESH_MS           60000
 #define PLAN_REFRESH_DOUBLING_MAX 1024
@@ -719,11 +720,10 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     struct atp_sink *s = (struct atp_sink *)sink;
     PGresult *res;
     enum sink_result r;
-    int sent = 1, refresh;
+    int sent = 1;
 
     if (n == 0)
         return SINK_OK;
-    refresh = plans_refresh_due(s);
     res = PQexec(conn, "COPY sluice_stage (" STAGE_COLUMNS ") FROM STDIN");
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         r = sink_result_of_pg(conn, res, err, errlen);
@@ -750,7 +750,7 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     }
     if (r != SINK_OK)
         return r;
-    if (refresh) {
+    if (plans_refresh_due(s)) {
         res = PQexec(conn, "ANALYZE sluice_stage; DISCARD PLANS");
         r = sink_result_of_pg(conn, res, err, errlen);
         PQclear(res);

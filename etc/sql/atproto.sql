@@ -545,6 +545,15 @@ $$;
 
 -- ---- the batch applier --------------------------------------------------
 
+-- Whether a staged op retracts what its URI had produced: an update or a
+-- delete always, a create only when the URI had a state row before the
+-- batch (renewed: see sluice_apply_stage()). A create of a new URI is
+-- fresh and retracts nothing. Inlined by the planner; can't fail.
+CREATE OR REPLACE FUNCTION sluice_op_retracts(kind text, uri text, renewed text[])
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT kind <> 'create' OR uri = ANY (renewed)
+$$;
+
 -- Whether a like by liker of subject may give the subject a thread
 -- context, as far as the committed posts tell: the subject is not in
 -- posts yet, or is a reply whose root belongs to the liker. Can't fail.
@@ -836,7 +845,7 @@ BEGIN
            min(uri) FILTER (WHERE fresh), bool_or(NOT fresh)
       FROM (
         SELECT collection, sluice_pair_key(collection, did, record) AS p, uri,
-               kind = 'create' AND uri <> ALL (renewed) AS fresh
+               NOT sluice_op_retracts(kind, uri, renewed) AS fresh
           FROM sluice_stage WHERE kind IN ('create', 'update')
            AND collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost',
                               'app.bsky.graph.follow', 'app.bsky.graph.block',
@@ -844,23 +853,23 @@ BEGIN
         UNION ALL
         SELECT s.collection, x.user_did || ' ' || x.post_uri, NULL, false FROM sluice_stage s
           JOIN likes x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.feed.like' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
+         WHERE s.collection = 'app.bsky.feed.like' AND sluice_op_retracts(s.kind, s.uri, renewed)
         UNION ALL
         SELECT s.collection, x.user_did || ' ' || x.post_uri, NULL, false FROM sluice_stage s
           JOIN reposts x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.feed.repost' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
+         WHERE s.collection = 'app.bsky.feed.repost' AND sluice_op_retracts(s.kind, s.uri, renewed)
         UNION ALL
         SELECT s.collection, x.follower_did || ' ' || x.following_did, NULL, false FROM sluice_stage s
           JOIN follows x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.graph.follow' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
+         WHERE s.collection = 'app.bsky.graph.follow' AND sluice_op_retracts(s.kind, s.uri, renewed)
         UNION ALL
         SELECT s.collection, x.blocker_did || ' ' || x.blocked_did, NULL, false FROM sluice_stage s
           JOIN blocks x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.graph.block' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
+         WHERE s.collection = 'app.bsky.graph.block' AND sluice_op_retracts(s.kind, s.uri, renewed)
         UNION ALL
         SELECT s.collection, x.list_uri || ' ' || x.subject_did, NULL, false FROM sluice_stage s
           JOIN list_items x ON x.uri = s.uri
-         WHERE s.collection = 'app.bsky.graph.listitem' AND (s.kind <> 'create' OR s.uri = ANY (renewed))
+         WHERE s.collection = 'app.bsky.graph.listitem' AND sluice_op_retracts(s.kind, s.uri, renewed)
     ) x WHERE p IS NOT NULL
      GROUP BY 1, 2, 3;
 
@@ -1132,7 +1141,7 @@ BEGIN
     -- (by the array of their URIs: a join with sluice_stage would be
     -- planned on the temp table's unknown size, as a scan of each table)
     SELECT array_agg(uri) INTO gone_posts FROM sluice_stage
-     WHERE collection = 'app.bsky.feed.post' AND (kind <> 'create' OR uri = ANY (renewed));
+     WHERE collection = 'app.bsky.feed.post' AND sluice_op_retracts(kind, uri, renewed);
     IF gone_posts IS NOT NULL THEN
         WITH gone AS (
             DELETE FROM posts x WHERE x.uri = ANY (gone_posts) RETURNING x.parent_uri),
