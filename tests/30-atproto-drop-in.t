@@ -6,11 +6,12 @@
 # tables and indexes and no index an appview table already has under
 # another name: no table ends with two indexes of the same columns, order,
 # method and predicate. On an empty database it creates every index of
-# etc/sql/atproto.sql. A second run changes nothing either way.
+# etc/sql/atproto/. A second run changes nothing either way.
 use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
+use AtprotoStage qw(schema_sql);
 use Test::More;
 
 my $FACTS = 'tests/data/appview-tables.sql';
@@ -87,9 +88,8 @@ SKIP: {
 $rig->create_database('empty');
 my $r = init_schema('empty');
 is($r->[0], 0, 'empty: --init-schema succeeds') or diag($r->[1]);
-open my $fh, '<', 'etc/sql/atproto.sql' or die "atproto.sql: $!";
-my @declared = map { /sluice_create_index\('(\w+)', '(\w+)'/ ? "$2 $1" : () } <$fh>;
-close $fh;
+my @declared = map { /sluice_create_index\('(\w+)', '(\w+)'/ ? "$2 $1" : () }
+  split /\n/, schema_sql();
 ok(@declared > 40, scalar(@declared) . ' appview indexes declared');
 my %have = map { $_ => 1 } @{ indexes('empty') };
 is_deeply([ grep { !$have{$_} } @declared ], [], 'empty: every declared index is created');

@@ -25,6 +25,7 @@ my %want = (
     'usr/bin/sluice-deadletter'   => 0755,
     'etc/sluice/sluice.conf'      => 0644,
     'usr/share/sluice/sql/raw.sql' => 0644,
+    'usr/share/sluice/sql/atproto.sql' => 0644,
     'etc/init.d/sluiced'          => 0755,
     'etc/default/sluiced'         => 0644,
     'etc/sv/sluiced/run'          => 0755,
@@ -33,8 +34,6 @@ my %want = (
     'usr/lib/systemd/system/sluiced.service' => 0644,
     'etc/logrotate.d/sluice'      => 0644,
 );
-$want{'usr/share/sluice/sql/atproto.sql'} = 0644
-  if -e $rig->root . '/etc/sql/atproto.sql';
 for my $f (sort keys %want) {
     my @st = stat "$dest/$f";
     ok(@st, "$f installed") or next;
@@ -42,6 +41,9 @@ for my $f (sort keys %want) {
 }
 
 sub slurp { open my $f, '<', $_[0] or return ''; local $/; return <$f> }
+like(slurp("$dest/usr/share/sluice/sql/atproto.sql"),
+  qr{^CREATE OR REPLACE FUNCTION sluice_apply_stage\(\).*^CREATE OR REPLACE FUNCTION sluice_fold_counters\(}ms,
+  'atproto.sql: the folder joined in order, its entry point and the fold');
 like(slurp("$dest/etc/init.d/sluiced"), qr{^DAEMON=\$\{DAEMON:-/usr/sbin/sluiced\}}m,
   'init script: the installed sluiced');
 like(slurp("$dest/etc/sv/sluiced/run"), qr{^DAEMON=/usr/sbin/sluiced$}m,

@@ -76,7 +76,7 @@ struct sink_type {
     struct sink *(*create)(const struct config *cfg, char *err, size_t errlen);
     void (*destroy)(struct sink *sink);
     /* The DDL applied by `sluiced --init-schema` (compiled in from
-     * etc/sql/NAME.sql). */
+     * etc/sql/NAME.sql, or the files of etc/sql/NAME/ joined). */
     const char *ddl;
     /* Once per connection (after every reconnect): prepare statements,
      * set session options. Returns SINK_OK or SINK_RETRY. */

@@ -1,6 +1,6 @@
 /*
  * sink_atproto.c: the AT Protocol sink (sink = atproto), which indexes
- * firehose events into the appview schema of etc/sql/atproto.sql.
+ * firehose events into the appview schema of etc/sql/atproto/.
  *
  * The work is split so that PostgreSQL does what it does best:
  *
@@ -15,9 +15,9 @@
  *   apply()    streams the rows of the given entries into the session's
  *              temp table sluice_stage with one COPY, then calls
  *              sluice_apply_stage(), which applies them set-based (see the
- *              comment at the top of atproto.sql for the ordering rules
- *              that make the result independent of order, batching and
- *              replays). Two statements per batch, whatever its size; any
+ *              comment atop etc/sql/atproto/00-base.sql for the ordering
+ *              rules that make the result independent of order, batching
+ *              and replays). Two statements per batch, whatever its size; any
  *              subset of a batch applies on its own.
  *
  * A staged row: ord_ms, ord_seq (the stream entry ID; for an entry
