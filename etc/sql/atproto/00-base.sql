@@ -283,6 +283,10 @@ CREATE TABLE IF NOT EXISTS sluice_counter_delta (
 
 -- ---- helpers ------------------------------------------------------------
 
+-- Functions of earlier versions, replaced (an upgrade leaves none behind).
+DROP FUNCTION IF EXISTS sluice_current_pairs();
+DROP FUNCTION IF EXISTS sluice_like_may_give_context(text, text);
+
 -- The CID of a blob in canonical form ({"ref": {"$link": cid}}); NULL if
 -- absent. Can't fail.
 CREATE OR REPLACE FUNCTION sluice_blob_cid(blob jsonb) RETURNS text

@@ -55,7 +55,7 @@ BEGIN
             -- a like that may give its subject a thread context: the
             -- subject is not in posts yet, or is a reply to the liker
             SELECT 'post ' || l.subject FROM liked l
-             WHERE sluice_like_may_give_context(l.did, l.subject)
+             WHERE NOT EXISTS (SELECT FROM sluice_like_context_ruled_out(l.did, l.subject))
             UNION ALL
             -- a reply written over a post already there: the root
             -- author's like of it may now give it a thread context
@@ -105,7 +105,8 @@ BEGIN
         UNION ALL
         SELECT 'post ' || split_part(c.pair, ' ', 2) FROM c
          WHERE c.collection = 'app.bsky.feed.like'
-           AND sluice_like_may_give_context(split_part(c.pair, ' ', 1), split_part(c.pair, ' ', 2))) k
+           AND NOT EXISTS (SELECT FROM sluice_like_context_ruled_out(split_part(c.pair, ' ', 1),
+                                                                     split_part(c.pair, ' ', 2)))) k
      WHERE key IS NOT NULL;
     IF NOT coalesce(taken, true) THEN
         RAISE EXCEPTION USING ERRCODE = 'serialization_failure',
