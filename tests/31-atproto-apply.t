@@ -248,5 +248,38 @@ is(q1($rig, 'a', "SELECT coalesce(display_name, '-') || ' ' || coalesce(profile_
 is(q1($rig, 'a', "SELECT count(*) FROM generic_records"), '0', 'generic record deleted');
 is(q1($rig, 'a', "SELECT count(*) FROM sluice_stage_template"), '0', 'the stage template stays empty');
 
+# ---- what the state keeps of a pair record, and a duplicate taking over --
+# The state of a like keeps its subject's CID and its via (nothing else of
+# the record); when the owner of the pair goes, the duplicate's row is
+# written from that, and from the whole record an earlier version kept.
+{
+    my $D = 'did:plc:dupliker';
+    my ($P1, $P2) = map { "at://did:plc:dupauthor/app.bsky.feed.post/$_" } qw(dp1 dp2);
+    my $via = { uri => 'at://did:plc:v/app.bsky.feed.repost/r1', cid => 'viacid' };
+    my $like = 'app.bsky.feed.like';
+    my $L = sub { "at://$D/$like/$_[0]" };
+    ok(apply_batches($rig, 'a', [
+        cr(900, $D, $like, 'l1', { subject => { uri => $P1, cid => 'cid-one' }, via => $via, createdAt => 'x' }),
+        cr(901, $D, $like, 'l2', { subject => { uri => $P1, cid => 'cid-two' }, createdAt => 'x' }),
+        cr(902, $D, $like, 'l3', { subject => { uri => $P2, cid => 'cid-three' }, createdAt => 'x' }),
+        cr(903, $D, $like, 'l4', { subject => { uri => $P2, cid => 'cid-four' }, via => $via, createdAt => 'x' }),
+    ]), 'duplicate likes applied');
+    is(q1($rig, 'a', "SELECT record::text FROM sluice_record_state WHERE uri = '" . $L->('l1') . "'"),
+       '{"via": {"cid": "viacid", "uri": "at://did:plc:v/app.bsky.feed.repost/r1"}, "subject": {"cid": "cid-one"}}',
+       'the state of a like keeps its subject CID and via only');
+    is(q1($rig, 'a', "SELECT record::text FROM sluice_record_state WHERE uri = '" . $L->('l2') . "'"),
+       '{"subject": {"cid": "cid-two"}}', 'no via: none kept');
+    # l4's state as an earlier version kept it: the whole record
+    q1($rig, 'a', "UPDATE sluice_record_state SET record = '{\"\$type\": \"$like\", \"subject\": "
+       . "{\"uri\": \"$P2\", \"cid\": \"cid-four\"}, \"via\": {\"uri\": \"$via->{uri}\", "
+       . "\"cid\": \"viacid\"}, \"createdAt\": \"x\"}' WHERE uri = '" . $L->('l4') . "' RETURNING 1");
+    ok(apply_batches($rig, 'a', [ del(910, $D, $like, 'l1'), del(911, $D, $like, 'l3') ]),
+       'the owners deleted');
+    is(q1($rig, 'a', "SELECT uri || ' ' || subject_cid || ' ' || coalesce(via->>'cid', '-') FROM likes "
+                   . "WHERE user_did = '$D' ORDER BY post_uri"),
+       join("\n", $L->('l2') . ' cid-two -', $L->('l4') . ' cid-four viacid'),
+       'each duplicate takes over its pair with its own subject CID and via (whole record too)');
+}
+
 $rig->finish;
 done_testing;

@@ -4,8 +4,9 @@
 -- One row per record URI ever seen: the ordering key of the last applied
 -- operation, tombstones included. `pair` and `record` are kept only for
 -- the collections with a second unique key (likes, reposts, follows,
--- blocks, list items): the pair is the text of that key, and the record
--- lets a duplicate take over the row when its owner is deleted.
+-- blocks, list items): the pair is the text of that key, and `record`
+-- what the row needs beyond the pair (sluice_pair_record()), so that a
+-- duplicate can take the row over when its owner is deleted.
 CREATE TABLE IF NOT EXISTS sluice_record_state (
     uri text PRIMARY KEY,
     collection text NOT NULL,
@@ -22,7 +23,11 @@ CREATE TABLE IF NOT EXISTS sluice_record_state (
     commit_seq text,
     commit_rev text
 );
-CREATE INDEX IF NOT EXISTS sluice_record_state_pair ON sluice_record_state (collection, pair, uri)
+-- The live records of a pair are looked up by a hash index of the pair,
+-- which keeps a 4-byte hash a row where a B-tree of (collection, pair,
+-- uri) kept the whole text (replaced here on a database that has it).
+DROP INDEX IF EXISTS sluice_record_state_pair;
+CREATE INDEX IF NOT EXISTS sluice_record_state_pair_hash ON sluice_record_state USING hash (pair)
     WHERE pair IS NOT NULL;
 
 -- sluice_record_state_advance(): keep, of the staged record ops, only the
@@ -59,7 +64,7 @@ BEGIN
                 pair, record, created_at, commit_time, commit_seq, commit_rev)
         SELECT uri, collection, did, ord_ms, ord_seq, op_idx, kind = 'delete', cid,
                sluice_pair_key(collection, did, record),
-               CASE WHEN sluice_pair_key(collection, did, record) IS NOT NULL THEN record END,
+               sluice_pair_record(collection, record),
                created_at, commit_time, commit_seq, commit_rev
           FROM sluice_stage WHERE kind IN ('create', 'update', 'delete')
          ORDER BY uri

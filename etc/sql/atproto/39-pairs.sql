@@ -34,6 +34,20 @@ RETURNS text LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
+-- What the state of a pair record keeps of it (sluice_record_state.record):
+-- what its row needs beyond the pair. For a like or a repost the subject's
+-- CID and the via reference, at their places in the record (so that the
+-- whole records kept by earlier versions read the same); nothing for a
+-- follow, a block or a list item. Inlined by the planner; can't fail.
+CREATE OR REPLACE FUNCTION sluice_pair_record(collection text, record jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN collection IN ('app.bsky.feed.like', 'app.bsky.feed.repost')
+                THEN jsonb_build_object('subject', jsonb_build_object('cid', record->'subject'->'cid'))
+                     || CASE WHEN record ? 'via' THEN jsonb_build_object('via', record->'via')
+                             ELSE '{}' END
+           END
+$$;
+
 -- sluice_current_pairs(renewed): the pair each staged op of a like, repost,
 -- follow, block or list item that retracts (sluice_op_retracts()) finds in
 -- its table (the row the URI owns now), as the text sluice_pair_key()
