@@ -56,7 +56,13 @@
 --     post's author), mention (first mentioned DID in facet order) whose
 --     recipient is not the author; likes, reposts and follows notify the
 --     subject's author. Recipients come from the URIs/DIDs themselves, so no
---     notification depends on what was applied before.
+--     notification depends on what was applied before. The old workers
+--     named theirs after the record differently (uri#notification for a
+--     like, repost or follow; uri#notification/reply, /quote and
+--     /mention/<did> for a post) and their quotes uri#quote: a retraction
+--     removes every one of those (sluice_notification_names()), and a
+--     record they wrote and sluice applies again (a redelivery) gets no
+--     second notification.
 --   * thread_contexts has a row while a reply and a like of it by the root
 --     post's author are both live; post_viewer_states has a row while the
 --     viewer's like or repost of the post is live (or another flag is set).
@@ -292,6 +298,16 @@ DROP FUNCTION IF EXISTS sluice_like_may_give_context(text, text);
 CREATE OR REPLACE FUNCTION sluice_blob_cid(blob jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(blob->'ref'->>'$link', blob->>'cid')
+$$;
+
+-- The names a notification of the record uri has, in sluice's scheme (the
+-- record URI) and in the old workers' (see "notifications" above); a
+-- post's mention notifications of theirs are found by
+-- sluice_post_mention_names(). Inlined by the planner; can't fail.
+CREATE OR REPLACE FUNCTION sluice_notification_names(uri text) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY[uri, uri || '#notification', uri || '#notification/reply',
+                 uri || '#notification/quote']
 $$;
 
 -- The post a threadgate or postgate URI belongs to (same repo and rkey).

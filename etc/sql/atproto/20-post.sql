@@ -51,25 +51,49 @@ CREATE TABLE IF NOT EXISTS quotes (
 SELECT sluice_create_index('idx_quotes_post_uri', 'quotes', '{post_uri}');
 SELECT sluice_create_index('idx_quotes_quoted_uri', 'quotes', '{quoted_uri}');
 
+-- sluice_post_mention_names(post_uri, post_text, post_facets): the names
+-- the old workers gave the mention notifications of a post
+-- (uri#notification/mention/<did>), one for each DID they could have
+-- found: a user whose handle the text names as @handle (how they found
+-- mentions), or a mention facet's DID. Set-returning, so that the planner
+-- inlines it. Can't fail.
+CREATE OR REPLACE FUNCTION sluice_post_mention_names(post_uri text, post_text text, post_facets jsonb)
+RETURNS SETOF text LANGUAGE sql STABLE AS $$
+    SELECT post_uri || '#notification/mention/' || d FROM (
+        SELECT u.did::text AS d FROM users u
+         WHERE u.handle IN (SELECT m[1] FROM regexp_matches(post_text, '@([a-zA-Z0-9.-]+)', 'g') m)
+        UNION
+        SELECT f #>> '{}' FROM jsonb_path_query(post_facets,
+            '$[*].features[*] ? (@."$type" == "app.bsky.richtext.facet#mention").did', '{}', true) f) x
+$$;
+
 -- sluice_apply_posts(renewed): the staged post ops (renewed: see
 -- sluice_record_state_advance()).
 CREATE OR REPLACE FUNCTION sluice_apply_posts(renewed text[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
     gone_posts text[];
+    gone_names text[];
 BEGIN
     -- Retract what a replaced or deleted post produced ...
     -- (by the array of their URIs: a join with sluice_stage would be
     -- planned on the temp table's unknown size, as a scan of each table)
+    -- The notifications go under every name they may have (read before
+    -- the posts go: the old workers' mentions are found from the post).
     SELECT array_agg(uri) INTO gone_posts FROM sluice_stage
      WHERE collection = 'app.bsky.feed.post' AND sluice_op_retracts(kind, uri, renewed);
     IF gone_posts IS NOT NULL THEN
+        SELECT array_agg(name) INTO gone_names FROM (
+            SELECT unnest(sluice_notification_names(u)) AS name FROM unnest(gone_posts) u
+            UNION ALL
+            SELECT m.name FROM posts p, sluice_post_mention_names(p.uri, p.text, p.facets) m(name)
+             WHERE p.uri = ANY (gone_posts)) x;
         WITH gone AS (
             DELETE FROM posts x WHERE x.uri = ANY (gone_posts) RETURNING x.parent_uri),
         q AS (
-            DELETE FROM quotes x WHERE x.uri = ANY (gone_posts) RETURNING x.quoted_uri),
+            DELETE FROM quotes x WHERE x.post_uri = ANY (gone_posts) RETURNING x.quoted_uri),
         f AS (DELETE FROM feed_items x WHERE x.uri = ANY (gone_posts)),
-        n AS (DELETE FROM notifications x WHERE x.uri = ANY (gone_posts)),
+        n AS (DELETE FROM notifications x WHERE x.uri = ANY (gone_names)),
         t AS (DELETE FROM thread_contexts x WHERE x.post_uri = ANY (gone_posts))
         INSERT INTO sluice_delta (uri, replies, quotes)
         SELECT parent_uri, -1, 0 FROM gone WHERE parent_uri IS NOT NULL
@@ -139,6 +163,9 @@ BEGIN
                   '{}', true) WITH ORDINALITY AS m(v, ord)
              WHERE src.record ? 'facets') c
          WHERE c.recipient <> c.did AND c.recipient LIKE 'did:%'
+           -- a post already there (an old worker's, applied again) has its
+           -- notification, under whichever name its writer gave it
+           AND c.uri IN (SELECT uri FROM ins)
          ORDER BY c.uri, c.prio, c.ord
         ON CONFLICT (uri) DO NOTHING),
     t AS (

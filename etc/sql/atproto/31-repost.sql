@@ -37,14 +37,14 @@ RETURNS text LANGUAGE sql STABLE AS $$
     SELECT x.user_did || ' ' || x.post_uri FROM reposts x WHERE x.uri = row_uri
 $$;
 
--- sluice_repost_foreign_rows(): for each repost pair looked up in full, the
--- URI of a current row that has no state row (written by someone else,
--- see sluice_pairs_collect()), in sluice_pairs.held.
+-- sluice_repost_foreign_rows(): for each repost pair of the batch whose current
+-- row has no state row (written by someone else, see
+-- sluice_pairs_collect()), that row's URI in sluice_pairs.held.
 CREATE OR REPLACE FUNCTION sluice_repost_foreign_rows() RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN
     UPDATE sluice_pairs p SET held = y.uri FROM reposts y
-     WHERE p.collection = 'app.bsky.feed.repost' AND p.full_check
+     WHERE p.collection = 'app.bsky.feed.repost'
        AND y.user_did = p.a AND y.post_uri = p.b
        AND NOT EXISTS (SELECT 1 FROM sluice_record_state r WHERE r.uri = y.uri);
 END
@@ -64,7 +64,8 @@ BEGIN
            AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
                       AND (s.deleted OR s.pair IS DISTINCT FROM x.user_did || ' ' || x.post_uri))
         RETURNING x.uri, x.user_did, x.post_uri),
-    n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri),
+    n AS (DELETE FROM notifications x USING gone
+           WHERE x.uri = ANY (sluice_notification_names(gone.uri))),
     f AS (DELETE FROM feed_items x USING gone WHERE x.uri = gone.uri),
     v AS (UPDATE post_viewer_states x SET repost_uri = NULL FROM gone
            WHERE x.post_uri = gone.post_uri AND x.viewer_did = gone.user_did
@@ -88,6 +89,10 @@ BEGIN
         SELECT i.uri, split_part(i.post_uri, '/', 3), i.user_did, 'repost', i.post_uri, r.cid, i.created_at
           FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
          WHERE split_part(i.post_uri, '/', 3) <> i.user_did
+           -- a row there already (replayed, or taken over): notified unless
+           -- its notification is there under any name
+           AND (i.fresh OR NOT EXISTS (SELECT 1 FROM notifications o
+                                        WHERE o.uri = ANY (sluice_notification_names(i.uri))))
          ORDER BY i.uri
         ON CONFLICT (uri) DO NOTHING),
     f AS (

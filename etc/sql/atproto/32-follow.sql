@@ -34,14 +34,14 @@ RETURNS text LANGUAGE sql STABLE AS $$
     SELECT x.follower_did || ' ' || x.following_did FROM follows x WHERE x.uri = row_uri
 $$;
 
--- sluice_follow_foreign_rows(): for each follow pair looked up in full, the
--- URI of a current row that has no state row (written by someone else,
--- see sluice_pairs_collect()), in sluice_pairs.held.
+-- sluice_follow_foreign_rows(): for each follow pair of the batch whose current
+-- row has no state row (written by someone else, see
+-- sluice_pairs_collect()), that row's URI in sluice_pairs.held.
 CREATE OR REPLACE FUNCTION sluice_follow_foreign_rows() RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN
     UPDATE sluice_pairs p SET held = y.uri FROM follows y
-     WHERE p.collection = 'app.bsky.graph.follow' AND p.full_check
+     WHERE p.collection = 'app.bsky.graph.follow'
        AND y.follower_did = p.a AND y.following_did = p.b
        AND NOT EXISTS (SELECT 1 FROM sluice_record_state r WHERE r.uri = y.uri);
 END
@@ -63,7 +63,8 @@ BEGIN
            AND EXISTS (SELECT 1 FROM sluice_record_state s WHERE s.uri = x.uri
                       AND (s.deleted OR s.pair IS DISTINCT FROM x.follower_did || ' ' || x.following_did))
         RETURNING x.uri, x.follower_did, x.following_did),
-    n AS (DELETE FROM notifications x USING gone WHERE x.uri = gone.uri)
+    n AS (DELETE FROM notifications x USING gone
+           WHERE x.uri = ANY (sluice_notification_names(gone.uri)))
     SELECT count(*) FROM gone INTO n;
 
     WITH ins AS (
@@ -83,6 +84,10 @@ BEGIN
         SELECT i.uri, i.following_did, i.follower_did, 'follow', NULL, r.cid, i.created_at
           FROM ins i JOIN sluice_record_state r ON r.uri = i.uri
          WHERE i.following_did <> i.follower_did
+           -- a row there already (replayed, or taken over): notified unless
+           -- its notification is there under any name
+           AND (i.fresh OR NOT EXISTS (SELECT 1 FROM notifications o
+                                        WHERE o.uri = ANY (sluice_notification_names(i.uri))))
          ORDER BY i.uri
         ON CONFLICT (uri) DO NOTHING),
     rc AS (

@@ -8,8 +8,11 @@
 -- The pair-type contract: a file per type (30-like ... 34-listitem) gives
 --   sluice_<type>_pair(did, record)   the pair a record names;
 --   sluice_<type>_row_pair(uri)       the pair the URI's current row holds;
---   sluice_<type>_foreign_rows()      marks the rows of pairs looked up in
---                                     full that sluice has no state for;
+--   sluice_<type>_foreign_rows()      marks the current rows that sluice
+--                                     has no state for (of every pair for
+--                                     the types whose rows notify; blocks
+--                                     and list items: of the pairs looked
+--                                     up in full);
 --   sluice_apply_<type>s()            retracts and writes the type's pairs.
 --
 -- sluice_apply_<type>s() works in two passes that each take row locks in
@@ -94,7 +97,8 @@ BEGIN
 
     -- A current row with no state row was written by someone else (an old
     -- worker, before or beside sluice): it is live, and it is a candidate
-    -- owner like any live record sluice has seen.
+    -- owner like any live record sluice has seen; when a smaller URI takes
+    -- the pair over, sluice_pairs_recheck() finds what it produced by it.
     PERFORM sluice_like_foreign_rows();
     PERFORM sluice_repost_foreign_rows();
     PERFORM sluice_follow_foreign_rows();
@@ -153,7 +157,7 @@ BEGIN
             IF NOT EXISTS (SELECT 1 FROM likes x WHERE x.uri = dup.uri)
                AND NOT EXISTS (SELECT 1 FROM reposts x WHERE x.uri = dup.uri)
                AND NOT EXISTS (SELECT 1 FROM follows x WHERE x.uri = dup.uri) THEN
-                DELETE FROM notifications WHERE uri = dup.uri;
+                DELETE FROM notifications WHERE uri = ANY (sluice_notification_names(dup.uri));
                 IF dup.collection = 'app.bsky.feed.repost' THEN
                     DELETE FROM feed_items WHERE uri = dup.uri;
                 END IF;
