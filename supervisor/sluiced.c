@@ -8,6 +8,8 @@
  *                                   supervisor (debugging, foreign
  *                                   supervisors)
  *   sluiced -c FILE --init-schema   apply the sink's DDL and exit
+ *   sluiced -c FILE --recount       set the sink's counters from its rows
+ *                                   (worker/recount.c) and exit
  *
  * Exit codes are those of shared/exitcode.h: 78 for a configuration error,
  * 64 for a bad command line, so that an init system does not loop on them.
@@ -35,6 +37,7 @@ usage(FILE *out)
             "usage: sluiced [-d] [-c FILE] [-s KEY=VALUE]...\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --worker NAME\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --init-schema\n"
+            "       sluiced [-c FILE] [-s KEY=VALUE]... --recount\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --check-config\n"
             "\n"
             "sluiced drains a Redis stream into PostgreSQL with a group of\n"
@@ -52,6 +55,9 @@ usage(FILE *out)
             "                       without a supervisor\n"
             "      --init-schema    apply the configured sink's SQL schema\n"
             "                       (idempotent) and exit\n"
+            "      --recount        set every counter of the atproto sink\n"
+            "                       from its rows (beside running workers)\n"
+            "                       and exit\n"
             "      --check-config   validate the configuration, print it\n"
             "                       (passwords hidden) and exit\n"
             "  -h, --help           this text\n"
@@ -81,6 +87,7 @@ main(int argc, char **argv, char **envp)
         {"daemonize", no_argument, NULL, 'd'},
         {"worker", required_argument, NULL, 'W'},
         {"init-schema", no_argument, NULL, 'I'},
+        {"recount", no_argument, NULL, 'R'},
         {"check-config", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -89,6 +96,7 @@ main(int argc, char **argv, char **envp)
     const char *config_path = NULL, *worker_name = NULL;
     char *set_options[MAX_SET_OPTIONS];
     int nset = 0, daemonize = 0, init_schema = 0, check_config = 0, ch;
+    int recount = 0;
     char err[CONFIG_ERR_MAX];
     static struct config cfg;
 
@@ -120,6 +128,9 @@ main(int argc, char **argv, char **envp)
         case 'C':
             check_config = 1;
             break;
+        case 'R':
+            recount = 1;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_OK;
@@ -136,9 +147,11 @@ main(int argc, char **argv, char **envp)
         usage(stderr);
         return EXIT_USAGE;
     }
-    if ((worker_name != NULL) + init_schema + check_config + daemonize > 1) {
-        fprintf(stderr, "sluiced: --worker, --init-schema, --check-config "
-                        "and -d exclude each other\n");
+    if ((worker_name != NULL) + init_schema + recount + check_config +
+            daemonize >
+        1) {
+        fprintf(stderr, "sluiced: --worker, --init-schema, --recount, "
+                        "--check-config and -d exclude each other\n");
         return EXIT_USAGE;
     }
 
@@ -160,6 +173,10 @@ main(int argc, char **argv, char **envp)
     if (init_schema) {
         log_set_identity("init-schema", NULL);
         return worker_init_schema(&cfg);
+    }
+    if (recount) {
+        log_set_identity("recount", NULL);
+        return worker_recount(&cfg);
     }
     if (worker_name != NULL) {
         struct worker_options wo = {

@@ -38,4 +38,9 @@ int worker_run(const struct worker_options *opt);
  * advisory lock, idempotently. Returns an exit code. */
 int worker_init_schema(const struct config *cfg);
 
+/* `sluiced --recount`: set the atproto sink's counters from the rows, in
+ * chunks of one transaction each, beside running workers (recount.c).
+ * Returns an exit code: EXIT_OK when every chunk was recounted. */
+int worker_recount(const struct config *cfg);
+
 #endif

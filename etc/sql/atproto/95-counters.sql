@@ -135,3 +135,114 @@ BEGIN
     RETURN folded;
 END
 $fn$;
+
+-- sluice_recount_posts(after, chunk): set the counters of the next chunk
+-- post URIs after `after` (in URI order) from the rows, for `sluiced
+-- --recount`; the caller calls it again with the last URI it returns
+-- until that is NULL, each call a transaction of its own. The URIs are
+-- those of post_aggregations, posts and every counted subject (a like's
+-- or repost's subject, a reply's parent, a quoted post), so a post
+-- missing its aggregation row gets one. A counter becomes the number of
+-- its rows less the deltas committed and not folded yet (the fold adds
+-- them afterwards), counted in one statement, so in one snapshot; the
+-- fold's lock keeps the fold out meanwhile, and the rows are written in
+-- URI order, as the fold writes them (batches never lock them). Returns
+-- the last URI looked at (NULL past the end), the post URIs recounted,
+-- the rows changed and created, and up to 5 examples of a change
+-- ('<uri> likes 1->2 reposts 0->0 ...', or '<uri> (new row) likes 2 ...').
+CREATE OR REPLACE FUNCTION sluice_recount_posts(after text, chunk int)
+RETURNS TABLE (last_uri text, recounted bigint, changed bigint, created bigint, examples text[])
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1936486755, 1);   -- the fold's
+    RETURN QUERY
+    WITH cand AS (
+        SELECT u FROM (
+            (SELECT post_uri::text AS u FROM post_aggregations WHERE post_uri > after
+              ORDER BY 1 LIMIT chunk)
+            UNION (SELECT uri::text FROM posts WHERE uri > after ORDER BY 1 LIMIT chunk)
+            UNION (SELECT DISTINCT post_uri::text FROM likes WHERE post_uri > after
+                    ORDER BY 1 LIMIT chunk)
+            UNION (SELECT DISTINCT post_uri::text FROM reposts WHERE post_uri > after
+                    ORDER BY 1 LIMIT chunk)
+            UNION (SELECT DISTINCT parent_uri::text FROM posts WHERE parent_uri > after
+                    ORDER BY 1 LIMIT chunk)
+            UNION (SELECT DISTINCT quoted_uri::text FROM quotes WHERE quoted_uri > after
+                    ORDER BY 1 LIMIT chunk)
+        ) x ORDER BY 1 LIMIT chunk),
+    pending AS (
+        SELECT d.uri, sum(d.likes) AS likes, sum(d.reposts) AS reposts,
+               sum(d.replies) AS replies, sum(d.quotes) AS quotes
+          FROM sluice_counter_delta d WHERE d.uri IN (SELECT u FROM cand)
+         GROUP BY d.uri),
+    counted AS (
+        SELECT c.u AS uri,
+               (SELECT count(*) FROM likes l WHERE l.post_uri = c.u) - coalesce(p.likes, 0) AS likes,
+               (SELECT count(*) FROM reposts r WHERE r.post_uri = c.u) - coalesce(p.reposts, 0) AS reposts,
+               (SELECT count(*) FROM posts r WHERE r.parent_uri = c.u) - coalesce(p.replies, 0) AS replies,
+               (SELECT count(*) FROM quotes q WHERE q.quoted_uri = c.u) - coalesce(p.quotes, 0) AS quotes
+          FROM cand c LEFT JOIN pending p ON p.uri = c.u
+         WHERE split_part(c.u, '/', 4) = 'app.bsky.feed.post'),
+    old AS (
+        SELECT a.post_uri::text AS uri, a.like_count, a.repost_count, a.reply_count, a.quote_count
+          FROM post_aggregations a WHERE a.post_uri IN (SELECT uri FROM counted)),
+    up AS (
+        INSERT INTO post_aggregations AS x (post_uri, like_count, repost_count, reply_count, quote_count)
+        SELECT uri, likes, reposts, replies, quotes FROM counted ORDER BY uri
+        ON CONFLICT (post_uri) DO UPDATE
+           SET like_count = excluded.like_count, repost_count = excluded.repost_count,
+               reply_count = excluded.reply_count, quote_count = excluded.quote_count,
+               updated_at = now() AT TIME ZONE 'UTC'
+         WHERE (x.like_count, x.repost_count, x.reply_count, x.quote_count)
+               IS DISTINCT FROM (excluded.like_count, excluded.repost_count,
+                                 excluded.reply_count, excluded.quote_count)
+        RETURNING x.post_uri::text AS uri, (x.xmax = 0) AS fresh, x.like_count, x.repost_count,
+                  x.reply_count, x.quote_count)
+    SELECT (SELECT max(u) FROM cand),
+           (SELECT count(*) FROM counted),
+           (SELECT count(*) FROM up WHERE NOT up.fresh),
+           (SELECT count(*) FROM up WHERE up.fresh),
+           (SELECT array_agg(e) FROM (
+                SELECT up.uri || CASE WHEN o.uri IS NULL THEN ' (new row)' ELSE '' END
+                       || ' likes ' || coalesce(o.like_count || '->', '') || up.like_count
+                       || ' reposts ' || coalesce(o.repost_count || '->', '') || up.repost_count
+                       || ' replies ' || coalesce(o.reply_count || '->', '') || up.reply_count
+                       || ' quotes ' || coalesce(o.quote_count || '->', '') || up.quote_count AS e
+                  FROM up LEFT JOIN old o ON o.uri = up.uri ORDER BY up.uri LIMIT 5) ex);
+END
+$fn$;
+
+-- sluice_recount_likes(after, chunk): set the like_count of the next chunk
+-- feed generators and labelers after `after` (in URI order) from their
+-- likes, under the keys the fold takes for them (see "One lock order"),
+-- rows in URI order; called like sluice_recount_posts(). Returns the last
+-- URI looked at (NULL past the end) and the rows changed.
+CREATE OR REPLACE FUNCTION sluice_recount_likes(after text, chunk int)
+RETURNS TABLE (last_uri text, changed bigint) LANGUAGE plpgsql AS $fn$
+DECLARE
+    uris text[];
+    gens bigint;
+    labs bigint;
+BEGIN
+    SELECT array_agg(u ORDER BY u) INTO uris FROM (
+        (SELECT uri::text AS u FROM feed_generators WHERE uri > after ORDER BY 1 LIMIT chunk)
+        UNION (SELECT uri::text FROM labeler_services WHERE uri > after ORDER BY 1 LIMIT chunk)
+        ORDER BY 1 LIMIT chunk) x;
+    IF uris IS NULL THEN
+        RETURN QUERY SELECT NULL::text, 0::bigint;
+        RETURN;
+    END IF;
+    PERFORM sluice_lock_keys(ARRAY(SELECT 'uri ' || u FROM unnest(uris) u));
+    PERFORM 1 FROM feed_generators x WHERE x.uri = ANY (uris) ORDER BY x.uri FOR UPDATE;
+    UPDATE feed_generators x SET like_count = (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri)
+     WHERE x.uri = ANY (uris)
+       AND x.like_count IS DISTINCT FROM (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri);
+    GET DIAGNOSTICS gens = ROW_COUNT;
+    PERFORM 1 FROM labeler_services x WHERE x.uri = ANY (uris) ORDER BY x.uri FOR UPDATE;
+    UPDATE labeler_services x SET like_count = (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri)
+     WHERE x.uri = ANY (uris)
+       AND x.like_count IS DISTINCT FROM (SELECT count(*) FROM likes l WHERE l.post_uri = x.uri);
+    GET DIAGNOSTICS labs = ROW_COUNT;
+    RETURN QUERY SELECT uris[cardinality(uris)], gens + labs;
+END
+$fn$;
