@@ -58,9 +58,14 @@ unlike(join('', map { slurp("$dest/$_") } grep { !/^usr\/(s?bin)/ } keys %want),
 is($rig->run('sh', '-n', "$dest/etc/init.d/sluiced")->[0], 0, 'init script: valid sh');
 is($rig->run("$dest/usr/sbin/sluiced", '--help')->[0], 0, 'installed sluiced runs');
 
-# the defaults file is the admin's: a second install keeps it
+# the defaults file and the configuration are the admin's: a second
+# install keeps them (the sample configuration goes beside it)
 open my $fh, '>>', "$dest/etc/default/sluiced" or die;
 print $fh "ENABLED=no\n";
+close $fh;
+ok(!-e "$dest/etc/sluice/sluice.conf.dist", 'a first install: no sluice.conf.dist');
+open $fh, '>>', "$dest/etc/sluice/sluice.conf" or die;
+print $fh "database_url = postgresql://edited.example/appview\n";
 close $fh;
 $r = $rig->run('make', '--no-print-directory', '-s', '-C', $rig->root,
     'install', "DESTDIR=$dest", 'PREFIX=/usr', 'SYSCONFDIR=/etc',
@@ -69,6 +74,10 @@ $r = $rig->run('make', '--no-print-directory', '-s', '-C', $rig->root,
 is($r->[0], 0, 'a second make install');
 like(slurp("$dest/etc/default/sluiced"), qr/^ENABLED=no$/m,
   'keeps an edited /etc/default/sluiced');
+like(slurp("$dest/etc/sluice/sluice.conf"), qr{^database_url = postgresql://edited\.example/appview$}m,
+  'keeps an edited /etc/sluice/sluice.conf');
+is(slurp("$dest/etc/sluice/sluice.conf.dist"), slurp($rig->root . '/etc/sluice.conf'),
+  '... and puts the sample beside it as sluice.conf.dist');
 
 $rig->finish;
 done_testing;
