@@ -10,6 +10,8 @@
  *   sluiced -c FILE --init-schema   apply the sink's DDL and exit
  *   sluiced -c FILE --recount       set the sink's counters from its rows
  *                                   (worker/recount.c) and exit
+ *   sluiced -c FILE --check[=SCAN]  report inconsistent rows (worker/
+ *                                   check.c); exit 1 when there are any
  *
  * Exit codes are those of shared/exitcode.h: 78 for a configuration error,
  * 64 for a bad command line, so that an init system does not loop on them.
@@ -38,6 +40,7 @@ usage(FILE *out)
             "       sluiced [-c FILE] [-s KEY=VALUE]... --worker NAME\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --init-schema\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --recount\n"
+            "       sluiced [-c FILE] [-s KEY=VALUE]... --check[=SCAN]\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --check-config\n"
             "\n"
             "sluiced drains a Redis stream into PostgreSQL with a group of\n"
@@ -58,6 +61,11 @@ usage(FILE *out)
             "      --recount        set every counter of the atproto sink\n"
             "                       from its rows (beside running workers)\n"
             "                       and exit\n"
+            "      --check[=SCAN]   report the atproto rows that disagree\n"
+            "                       (counters, orphans, missing users),\n"
+            "                       reading at most SCAN rows a table\n"
+            "                       (default 100000, 0 = all); exit 1 if\n"
+            "                       any\n"
             "      --check-config   validate the configuration, print it\n"
             "                       (passwords hidden) and exit\n"
             "  -h, --help           this text\n"
@@ -73,9 +81,9 @@ usage(FILE *out)
             "QUIT immediate stop, USR1 reopen logs, TTIN/TTOU one worker\n"
             "more/less.\n"
             "\n"
-            "Exit status: 0 stopped cleanly; 64 bad command line; 75\n"
-            "temporary failure; 78 configuration error; 70 internal "
-            "error.\n");
+            "Exit status: 0 stopped cleanly; 1 --check found inconsistent\n"
+            "rows; 64 bad command line; 75 temporary failure; 78\n"
+            "configuration error; 70 internal error.\n");
 }
 
 int
@@ -88,6 +96,7 @@ main(int argc, char **argv, char **envp)
         {"worker", required_argument, NULL, 'W'},
         {"init-schema", no_argument, NULL, 'I'},
         {"recount", no_argument, NULL, 'R'},
+        {"check", optional_argument, NULL, 'K'},
         {"check-config", no_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -96,7 +105,8 @@ main(int argc, char **argv, char **envp)
     const char *config_path = NULL, *worker_name = NULL;
     char *set_options[MAX_SET_OPTIONS];
     int nset = 0, daemonize = 0, init_schema = 0, check_config = 0, ch;
-    int recount = 0;
+    int recount = 0, check = 0;
+    long long check_scan = 100000;
     char err[CONFIG_ERR_MAX];
     static struct config cfg;
 
@@ -131,6 +141,21 @@ main(int argc, char **argv, char **envp)
         case 'R':
             recount = 1;
             break;
+        case 'K': {
+            char *end;
+            check = 1;
+            if (optarg != NULL) {
+                check_scan = strtoll(optarg, &end, 10);
+                if (*optarg == '\0' || *end != '\0' || check_scan < 0) {
+                    fprintf(stderr,
+                            "sluiced: --check=%s: not a row count (0 or "
+                            "more)\n",
+                            optarg);
+                    return EXIT_USAGE;
+                }
+            }
+            break;
+        }
         case 'h':
             usage(stdout);
             return EXIT_OK;
@@ -147,11 +172,12 @@ main(int argc, char **argv, char **envp)
         usage(stderr);
         return EXIT_USAGE;
     }
-    if ((worker_name != NULL) + init_schema + recount + check_config +
+    if ((worker_name != NULL) + init_schema + recount + check + check_config +
             daemonize >
         1) {
         fprintf(stderr, "sluiced: --worker, --init-schema, --recount, "
-                        "--check-config and -d exclude each other\n");
+                        "--check, --check-config and -d exclude each "
+                        "other\n");
         return EXIT_USAGE;
     }
 
@@ -177,6 +203,10 @@ main(int argc, char **argv, char **envp)
     if (recount) {
         log_set_identity("recount", NULL);
         return worker_recount(&cfg);
+    }
+    if (check) {
+        log_set_identity("check", NULL);
+        return worker_check(&cfg, check_scan);
     }
     if (worker_name != NULL) {
         struct worker_options wo = {

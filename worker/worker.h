@@ -43,4 +43,10 @@ int worker_init_schema(const struct config *cfg);
  * Returns an exit code: EXIT_OK when every chunk was recounted. */
 int worker_recount(const struct config *cfg);
 
+/* `sluiced --check[=SCAN]`: print what in the atproto sink's tables
+ * disagrees with itself, reading at most scan rows of each table (0: all)
+ * in one snapshot (check.c). Returns EXIT_OK when nothing does,
+ * EXIT_FOUND when something does, or another exit code. */
+int worker_check(const struct config *cfg, long long scan);
+
 #endif
