@@ -14,7 +14,9 @@
  *
  * `scale N` sends SIGTTIN or SIGTTOU once per step and waits for the
  * segment's workers_wanted to move before the next one (signals of one
- * kind don't queue, so a burst would be merged).
+ * kind don't queue, so a burst would be merged). When the supervisor
+ * stops short of N (its limit: the slots and db_pool_size), the steps
+ * taken are undone, so that a failed scale changes nothing.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -354,30 +356,24 @@ cmd_stop(struct ctl *ctl)
     return CTL_EXIT_FAILED;
 }
 
+/*
+ * Step the supervisor's wanted workers towards want, one signal a step.
+ * Returns 0 once there, 1 when a step did not move (*at: the count it
+ * stays at), or an exit code when a signal could not be sent.
+ */
 static int
-cmd_scale(struct ctl *ctl, const char *arg)
+scale_steps(struct ctl *ctl, pid_t pid, long want, uint32_t *at)
 {
-    pid_t pid = supervisor_pid(ctl);
-    char *end;
-    long want = strtol(arg, &end, 10);
     int rc;
 
-    if (*arg == '\0' || *end != '\0' || want < 1 || want > STATS_MAX_SLOTS) {
-        fprintf(stderr, "sluicectl: scale: N must be 1..%d, not '%s'\n",
-                STATS_MAX_SLOTS, arg);
-        return EXIT_USAGE;
-    }
-    if (pid == 0)
-        return CTL_EXIT_NOT_RUNNING;
     for (;;) {
         uint32_t cur = atomic_load(&ctl->seg->hdr.workers_wanted);
         int sig = (long)cur < want ? SIGTTIN : SIGTTOU;
         int moved = 0;
 
-        if ((long)cur == want) {
-            printf("sluiced (pid %d) runs %ld workers\n", (int)pid, want);
+        *at = cur;
+        if ((long)cur == want)
             return 0;
-        }
         if ((rc = send_signal(pid, sig,
                               sig == SIGTTIN ? "SIGTTIN" : "SIGTTOU")) != 0)
             return rc;
@@ -387,14 +383,49 @@ cmd_scale(struct ctl *ctl, const char *arg)
                 moved = 1;
                 break;
             }
-        if (!moved) {
-            fprintf(stderr,
-                    "sluicectl: sluiced (pid %d) stays at %u workers (its "
-                    "limit: db_pool_size and %d slots; see its log)\n",
-                    (int)pid, (unsigned)cur, STATS_MAX_SLOTS);
-            return CTL_EXIT_FAILED;
-        }
+        if (!moved)
+            return 1;
     }
+}
+
+static int
+cmd_scale(struct ctl *ctl, const char *arg)
+{
+    pid_t pid = supervisor_pid(ctl);
+    char *end;
+    long want = strtol(arg, &end, 10);
+    uint32_t start, at;
+    int rc;
+
+    if (*arg == '\0' || *end != '\0' || want < 1 || want > STATS_MAX_SLOTS) {
+        fprintf(stderr, "sluicectl: scale: N must be 1..%d, not '%s'\n",
+                STATS_MAX_SLOTS, arg);
+        return EXIT_USAGE;
+    }
+    if (pid == 0)
+        return CTL_EXIT_NOT_RUNNING;
+    start = atomic_load(&ctl->seg->hdr.workers_wanted);
+    rc = scale_steps(ctl, pid, want, &at);
+    if (rc == 0) {
+        printf("sluiced (pid %d) runs %ld workers\n", (int)pid, want);
+        return 0;
+    }
+    if (rc != 1)
+        return rc;
+    fprintf(stderr,
+            "sluicectl: sluiced (pid %d) can't run %ld workers: it stops at "
+            "%u (its limit: db_pool_size and %d slots; see its log)\n",
+            (int)pid, want, (unsigned)at, STATS_MAX_SLOTS);
+    if (at != start && scale_steps(ctl, pid, (long)start, &at) != 0) {
+        fprintf(stderr,
+                "sluicectl: and it stays at %u workers, not back at "
+                "%u\n",
+                (unsigned)at, (unsigned)start);
+        return CTL_EXIT_FAILED;
+    }
+    fprintf(stderr, "sluicectl: nothing changed: %u workers\n",
+            (unsigned)start);
+    return CTL_EXIT_FAILED;
 }
 
 int

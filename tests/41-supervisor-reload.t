@@ -141,6 +141,13 @@ $r = $rig->run($rig->bin('sluicectl'), '-c', $conf, 'scale', '2');
 is($r->[0], 0, 'sluicectl scale 2') or diag($r->[1]);
 ok($rig->wait_until(sub { names($sup) eq 'test-1 test-2' }, 30),
     'two workers after scale 2');
+# past the limit (db_pool_size): refused, and nothing changed
+$r = $rig->run($rig->bin('sluicectl'), '-c', $conf, 'scale', '40');
+is($r->[0], 1, 'sluicectl scale 40 (past db_pool_size): fails') or diag($r->[1]);
+like($r->[1], qr/can't run 40 workers: it stops at \d+.*nothing changed: 2 workers/s,
+    '... and says that nothing changed');
+ok($rig->wait_until(sub { names($sup) eq 'test-1 test-2' }, 30),
+    '... still two workers') or diag(names($sup));
 
 # ---- a changed setting: rolling restart ---------------------------------------------
 

@@ -18,8 +18,9 @@
 -- and counter deltas follow. 15-state holds the ordering state, 39-pairs the
 -- reconciliation the five record types with a second unique key share,
 -- 80-lock the batch's lock keys, 90-apply the one entry point,
--- sluice_apply_stage(), which calls the others in their order, and
--- 95-counters the counter deltas and their fold. A table is created before
+-- sluice_apply_stage(), which calls the others in their order,
+-- 95-counters the counter deltas, their fold and the recount, and
+-- 96-check what `sluiced --check` reports. A table is created before
 -- the first SQL-language function that reads it (their bodies are checked
 -- when they are created; PL/pgSQL bodies only when they first run).
 --
