@@ -1,7 +1,7 @@
 # install.mk: install the service files of etc/ (called by the top-level
-# `make install` with DESTDIR PREFIX SYSCONFDIR BINDIR UBINDIR DATADIR).
-# The paths written into the scripts and the unit are rewritten to the ones
-# of this installation.
+# `make install` with DESTDIR PREFIX SYSCONFDIR BINDIR UBINDIR DATADIR, and
+# RUNSTATEDIR when given). The paths written into the scripts, the unit and
+# the logrotate snippet are rewritten to the ones of this installation.
 #
 #   $(SYSCONFDIR)/init.d/sluiced              LSB init script
 #   $(SYSCONFDIR)/default/sluiced             its settings (not overwritten)
@@ -15,11 +15,15 @@ UBINDIR    ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
 DATADIR    ?= $(PREFIX)/share/sluice
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+RUNSTATEDIR ?= /run
 DESTDIR    ?=
 
 SED_PATHS = sed -e 's|/usr/local/sbin/sluiced|$(BINDIR)/sluiced|g' \
 		-e 's|/usr/local/bin/sluicectl|$(UBINDIR)/sluicectl|g' \
-		-e 's|/etc/sluice/|$(SYSCONFDIR)/sluice/|g'
+		-e 's|/etc/sluice/|$(SYSCONFDIR)/sluice/|g' \
+		-e 's|/etc/default/sluiced|$(SYSCONFDIR)/default/sluiced|g' \
+		-e 's|/etc/init.d/sluiced|$(SYSCONFDIR)/init.d/sluiced|g' \
+		-e 's|/run/sluiced.pid|$(RUNSTATEDIR)/sluiced.pid|g'
 
 .PHONY: install
 install:
@@ -35,4 +39,5 @@ install:
 	    chmod 0755 $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/$$f || exit 1; done
 	$(SED_PATHS) etc/systemd/sluiced.service > $(DESTDIR)$(SYSTEMDUNITDIR)/sluiced.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/sluiced.service
-	install -m 0644 etc/logrotate.d/sluice $(DESTDIR)$(SYSCONFDIR)/logrotate.d/sluice
+	$(SED_PATHS) etc/logrotate.d/sluice > $(DESTDIR)$(SYSCONFDIR)/logrotate.d/sluice
+	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/logrotate.d/sluice

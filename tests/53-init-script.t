@@ -3,7 +3,8 @@
 # paths overridden in the environment): status before start (3), start
 # (sluiced -d, pidfile, entries applied), status (0), reload (HUP: a changed
 # worker count takes effect), stop (graceful, pidfile gone, status 3), a
-# start that fails, and reload of a stopped service (7).
+# start that fails, reload of a stopped service (7), and a start refused
+# for a service user that does not exist (6).
 use strict;
 use warnings;
 use lib 'tests/lib';
@@ -28,7 +29,16 @@ local $ENV{DAEMON} = $sluiced;
 local $ENV{CONFIG} = $conf;
 local $ENV{PIDFILE} = $pidfile;
 local $ENV{LOGFILE} = "$dir/daemon/sluiced.log";
-local $ENV{SLUICED_DEFAULTS} = "$dir/no-such-defaults";
+# a defaults file as an admin writes one: the service user, sluice by
+# default, need not exist here (empty: the configuration decides)
+sub defaults_file {
+    my ($name, $text) = @_;
+    open my $d, '>', "$dir/$name" or die "$dir/$name: $!";
+    print $d $text;
+    close $d;
+    return "$dir/$name";
+}
+local $ENV{SLUICED_DEFAULTS} = defaults_file('defaults', "SLUICE_USER=\n");
 local $ENV{STOP_TIMEOUT} = 60;
 local $ENV{START_TIMEOUT} = 30;
 push @{ $rig->{logs} }, $ENV{LOGFILE};
@@ -116,6 +126,15 @@ $rig->_pidfile_note('proc-daemon', $pid4) if $pid4;
 ok($pid4 && $pid4 != $pid3 && kill(0, $pid4), 'a new daemon runs');
 is($rig->run($init, 'stop')->[0], 0, 'stopped again');
 $rig->_pidfile_forget('proc-daemon');
+
+# a service user that does not exist: refused before anything starts
+{
+    local $ENV{SLUICED_DEFAULTS} = defaults_file('defaults-bad-user', "SLUICE_USER=no-such-sluice-user\n");
+    $r = $rig->run($init, 'start');
+    is($r->[0], 6, 'start with a missing SLUICE_USER: exit 6 (not configured)');
+    like($r->[1], qr/user no-such-sluice-user does not exist: create it/, '... and says what to do');
+    is($rig->run($init, 'status')->[0], 3, '... nothing started');
+}
 
 sub children {
     my ($p) = @_;

@@ -79,5 +79,22 @@ like(slurp("$dest/etc/sluice/sluice.conf"), qr{^database_url = postgresql://edit
 is(slurp("$dest/etc/sluice/sluice.conf.dist"), slurp($rig->root . '/etc/sluice.conf'),
   '... and puts the sample beside it as sluice.conf.dist');
 
+# other install paths reach the scripts: the defaults file and the pidfile
+my $alt = $rig->dir . '/alt';
+$r = $rig->run('make', '--no-print-directory', '-s', '-C', $rig->root,
+    'install', "DESTDIR=$alt", 'PREFIX=/opt/sluice', 'SYSCONFDIR=/opt/sluice/etc',
+    'RUNSTATEDIR=/var/run/sluice',
+    'BUILD=' . ($ENV{SLUICE_BUILD} // 'build'),
+    'SANITIZE=' . ($ENV{SLUICE_SANITIZE} // 0));
+is($r->[0], 0, 'make install with SYSCONFDIR and RUNSTATEDIR') or diag($r->[1]);
+my $init = slurp("$alt/opt/sluice/etc/init.d/sluiced");
+like($init, qr{SLUICED_DEFAULTS:-/opt/sluice/etc/default/sluiced\}}, 'init script: the defaults file of SYSCONFDIR');
+like($init, qr{PIDFILE:-/var/run/sluice/sluiced\.pid\}}, 'init script: the pidfile of RUNSTATEDIR');
+like(slurp("$alt/opt/sluice/etc/logrotate.d/sluice"), qr{kill -USR1 "\$\(cat /var/run/sluice/sluiced\.pid\)"},
+  'logrotate: the pidfile of RUNSTATEDIR');
+unlike(slurp("$alt/opt/sluice/etc/logrotate.d/sluice") . $init,
+  qr{(?<![\w.-])(?:/run/sluiced\.pid|/etc/default/sluiced)},
+  'no default path left in them');
+
 $rig->finish;
 done_testing;
