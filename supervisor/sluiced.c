@@ -214,6 +214,9 @@ main(int argc, char **argv, char **envp)
             .name = worker_name,
             .slot = NULL,
             .parent_fd = -1,
+            /* the name was given: a foreign supervisor restarting its
+             * worker at once under that name means it */
+            .name_known = 1,
         };
         log_set_identity("worker", worker_name);
         return worker_run(&wo);

@@ -72,6 +72,8 @@ struct child {
     int64_t term_sent_ms; /* TERM sent (scale down, rolling restart) */
     int kill_sent;        /* SIGKILL sent */
     int hung;             /* killed for a stale heartbeat */
+    int forked_before;    /* a worker ran under this name before (and did
+                             not refuse it): the name is ours */
 };
 
 struct supervisor {
@@ -268,9 +270,11 @@ child_start(struct supervisor *sv, struct child *c)
         wo.name = c->name;
         wo.slot = slot;
         wo.parent_fd = fds[0];
+        wo.name_known = c->forked_before;
         exit(worker_run(&wo));
     }
     close(fds[0]);
+    c->forked_before = 1;
     c->pid = pid;
     c->pipe_wr = fds[1];
     c->started_ms = now;
@@ -374,6 +378,7 @@ child_reaped(struct supervisor *sv, struct child *c, int status)
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_CONFIG) {
         c->config_refused = 1;
+        c->forked_before = 0; /* e.g. its name was in use: check again */
         c->restart_at = 0;
         if (!sv->rollout_halted && running_count(sv) > 0 &&
             c->config_gen == sv->config_gen && sv->config_gen > 0) {

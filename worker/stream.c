@@ -102,6 +102,87 @@ stream_group_create(struct stream *s, int *created)
     return st;
 }
 
+enum stream_status
+stream_consumer_seen(struct stream *s, long long *idle_ms, long long *pending)
+{
+    const char *argv[] = {"XINFO", "CONSUMERS", s->key, s->group};
+    size_t argvlen[4];
+    redisReply *r;
+    enum stream_status st;
+
+    for (int i = 0; i < 4; i++)
+        argvlen[i] = strlen(argv[i]);
+    *idle_ms = -1;
+    *pending = 0;
+    r = redis_conn_command(s->rc, 4, argv, argvlen);
+    st = stream_status_of(s, r, "XINFO CONSUMERS");
+    if (st == STREAM_NOGROUP || (st == STREAM_ERROR && r != NULL &&
+                                 redis_reply_is_error(r, "ERR no such key"))) {
+        freeReplyObject(r);
+        return STREAM_OK;
+    }
+    if (st == STREAM_OK && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *c = r->element[i];
+            long long idle = -1, pend = 0;
+            int mine = 0;
+            if (c->type != REDIS_REPLY_ARRAY)
+                continue;
+            for (size_t k = 0; k + 1 < c->elements; k += 2) {
+                const redisReply *key = c->element[k], *v = c->element[k + 1];
+                if (key->type != REDIS_REPLY_STRING)
+                    continue;
+                if (strcmp(key->str, "name") == 0)
+                    mine = v->type == REDIS_REPLY_STRING &&
+                           strcmp(v->str, s->consumer) == 0;
+                else if (strcmp(key->str, "idle") == 0 &&
+                         v->type == REDIS_REPLY_INTEGER)
+                    idle = v->integer;
+                else if (strcmp(key->str, "pending") == 0 &&
+                         v->type == REDIS_REPLY_INTEGER)
+                    pend = v->integer;
+            }
+            if (mine) {
+                *idle_ms = idle < 0 ? 0 : idle;
+                *pending = pend;
+                break;
+            }
+        }
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    return st;
+}
+
+/* The consumer's pending list and its removal in one step: a consumer that
+ * holds an entry is never removed (its entries would be lost to the group). */
+static const char remove_idle_script[] =
+    "if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 "
+    "then return 0 end "
+    "redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) "
+    "return 1";
+
+enum stream_status
+stream_consumer_remove_idle(struct stream *s, int *removed)
+{
+    const char *argv[] = {"EVAL", remove_idle_script, "1",
+                          s->key, s->group,           s->consumer};
+    size_t argvlen[6];
+    redisReply *r;
+    enum stream_status st;
+
+    for (int i = 0; i < 6; i++)
+        argvlen[i] = strlen(argv[i]);
+    *removed = 0;
+    r = redis_conn_command(s->rc, 6, argv, argvlen);
+    st = stream_status_of(s, r, "XGROUP DELCONSUMER");
+    if (st == STREAM_OK && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        *removed = 1;
+    if (r != NULL)
+        freeReplyObject(r);
+    return st;
+}
+
 /* Add the entries of an entries array ([id, fields] pairs) to b. */
 static int
 stream_add_entries(struct batch *b, const redisReply *arr, size_t *nadded,

@@ -51,6 +51,22 @@ void stream_free(struct stream *s);
 enum stream_status stream_group_create(struct stream *s, int *created);
 
 /*
+ * XINFO CONSUMERS: how long ago the consumer last read or claimed (*idle_ms,
+ * -1 when the group has no consumer of that name, or no group) and what it
+ * holds pending (*pending).
+ */
+enum stream_status stream_consumer_seen(struct stream *s, long long *idle_ms,
+                                        long long *pending);
+
+/*
+ * Remove the consumer from the group (XGROUP DELCONSUMER) if it has
+ * nothing pending, in one script, so that no entry it holds is dropped.
+ * *removed is 1 when it was removed (or was not there), 0 when it holds
+ * entries.
+ */
+enum stream_status stream_consumer_remove_idle(struct stream *s, int *removed);
+
+/*
  * XREADGROUP GROUP group consumer COUNT count [BLOCK block_ms] STREAMS key
  * after. after is ">" for new entries or an ID for this consumer's own
  * pending entries after that ID. block_ms < 0: no BLOCK. Appends to b;

@@ -83,6 +83,7 @@ enum read_phase {
 struct worker {
     const struct config *cfg;
     const char *name;
+    int name_checked; /* the consumer name is known to be ours to use */
     struct stats_slot *slot;
     int parent_fd;
     char dead_key[CONFIG_STR_MAX + 8];
@@ -371,6 +372,61 @@ worker_group_create(struct worker *w, int lost)
  * exists and ack the backlog. Returns 0, or -1 when a stop or quit was
  * requested while waiting.
  */
+/*
+ * How long a consumer may stay quiet (XINFO CONSUMERS idle) and still be
+ * taken for a live client: a reader blocks for a while between its reads,
+ * so twice the longest BLOCK of any sluice worker and then some, and never
+ * less than NAME_QUIET_MIN_MS, for readers that block longer.
+ */
+#define NAME_QUIET_MIN_MS 10000
+
+/*
+ * Make sure no other live client reads the group under this worker's
+ * consumer name (two readers of one name read each other's pending
+ * entries). A name the group does not list, or whose last read is older
+ * than the quiet time, is free. A name read from recently is watched for
+ * the rest of the quiet time: if it stays quiet it was a process that is
+ * gone (this name's last run crashed); if it is read again, someone else
+ * uses it, and the worker refuses to start. Returns 0 (checked, or to be
+ * checked after a Redis fault) or -1 when the name is taken or a stop was
+ * requested while waiting.
+ */
+static int
+worker_name_check(struct worker *w)
+{
+    long long quiet = 2LL * BLOCK_MAX_MS + 2000, idle, pending, idle2;
+    enum stream_status st;
+
+    if (quiet < NAME_QUIET_MIN_MS)
+        quiet = NAME_QUIET_MIN_MS;
+    st = stream_consumer_seen(&w->st, &idle, &pending);
+    if (st == STREAM_OK && idle >= 0 && idle < quiet) {
+        log_info("consumer %s was active %lld ms ago (%lld pending): "
+                 "watching it for %lld ms before reading under that name",
+                 w->name, idle, pending, quiet - idle);
+        if (worker_wait(w, (long)(quiet - idle + 200), WORKER_STARTING) < 0)
+            return -1;
+        st = stream_consumer_seen(&w->st, &idle2, &pending);
+        if (st == STREAM_OK && idle2 >= 0 && idle2 < quiet) {
+            log_error("consumer name %s is in use: another client of group "
+                      "%s read under it %lld ms ago; give this sluiced a "
+                      "consumer_id of its own",
+                      w->name, w->cfg->consumer_group, idle2);
+            return -1;
+        }
+    }
+    if (st == STREAM_DOWN) {
+        log_warn("redis: %s (the consumer name is checked once connected)",
+                 w->st.err);
+        return 0;
+    }
+    if (st != STREAM_OK)
+        log_warn("redis: %s: the consumer name %s could not be checked",
+                 w->st.err, w->name);
+    w->name_checked = 1;
+    return 0;
+}
+
 static int
 redis_ensure(struct worker *w)
 {
@@ -953,10 +1009,12 @@ worker_run(const struct worker_options *opt)
     struct redis_target target;
     char err[ERR_MAX];
     long io_timeout;
+    int code = EXIT_OK;
 
     memset(&w, 0, sizeof(w));
     w.cfg = cfg;
     w.name = opt->name;
+    w.name_checked = opt->name_known;
     w.slot = opt->slot ? opt->slot : &private_slot;
     w.parent_fd = opt->parent_fd;
     worker_signals();
@@ -1020,7 +1078,16 @@ worker_run(const struct worker_options *opt)
         worker_check_events(&w);
         worker_heartbeat(&w, WORKER_RUNNING);
         worker_summary(&w, 0);
-        if (redis_ensure(&w) < 0 || pg_ensure(&w) < 0)
+        if (redis_ensure(&w) < 0)
+            break;
+        if (!w.name_checked && worker_name_check(&w) < 0) {
+            if (!worker_quit_requested && !worker_stop_requested)
+                code = EXIT_CONFIG;
+            break;
+        }
+        if (!w.name_checked)
+            continue;
+        if (pg_ensure(&w) < 0)
             break;
         worker_heartbeat(&w, WORKER_RUNNING);
 
@@ -1040,15 +1107,33 @@ worker_run(const struct worker_options *opt)
     if (worker_stop_requested && !worker_quit_requested && w.nbacklog > 0 &&
         w.rc.ctx != NULL)
         (void)backlog_flush(&w);
+    /* A graceful stop leaves the group listing only live consumers: this
+     * one goes if it holds nothing (an entry it holds keeps it listed, to
+     * be read again under its name or claimed by another). */
+    if (worker_stop_requested && !worker_quit_requested && code == EXIT_OK &&
+        w.nbacklog == 0 && w.rc.ctx != NULL) {
+        int removed;
+        if (stream_consumer_remove_idle(&w.st, &removed) != STREAM_OK)
+            log_warn("redis: %s", w.st.err);
+        else if (removed)
+            log_info("consumer %s removed from group %s (nothing pending)",
+                     opt->name, cfg->consumer_group);
+        else
+            log_info("consumer %s stays in group %s: it holds pending "
+                     "entries",
+                     opt->name, cfg->consumer_group);
+    }
     worker_summary(&w, 1);
     if (w.nbacklog > 0)
         log_notice("%zu committed entries left unacked: they will be read "
                    "again and change nothing",
                    w.nbacklog);
     log_info("worker %s stopped (%s)", opt->name,
-             worker_quit_requested ? "quit" : "stop requested");
+             code != EXIT_OK         ? "refused to run"
+             : worker_quit_requested ? "quit"
+                                     : "stop requested");
     worker_heartbeat(&w, WORKER_DRAINING);
     batch_clear(&w.b);
     worker_cleanup(&w);
-    return EXIT_OK;
+    return code;
 }

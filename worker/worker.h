@@ -18,6 +18,9 @@ struct worker_options {
                                 it while it runs (a private one if NULL) */
     int parent_fd;           /* read end of the supervisor's pipe, or -1:
                                 EOF means the supervisor died */
+    int name_known;          /* this supervisor ran a worker under this
+                                name before: it is ours, skip the check
+                                that no other client reads under it */
 };
 
 /* Set by signal handlers (installed by worker_run). */
