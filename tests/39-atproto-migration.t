@@ -130,10 +130,11 @@ sub old_sql {
         } elsif ($op->{action} eq 'create' && ($coll eq $L || $coll eq $R)) {
             my ($t, $c, $why) = $coll eq $L ? ('likes', 'like_count', 'like') : ('reposts', 'repost_count', 'repost');
             my $s = $rec->{subject}{uri};
-            # a duplicate (unique violation) ends the event, as theirs do
+            # a duplicate (a unique violation, also against a row sluice is
+            # writing at that moment) ends the event, as theirs do
             $sql .= "INSERT INTO $t (uri, user_did, post_uri, created_at) SELECT " . lit($u) . ', ' . lit($who) . ', '
               . lit($s) . ", now() WHERE NOT EXISTS (SELECT 1 FROM $t WHERE user_did = " . lit($who)
-              . " AND post_uri = " . lit($s) . ");\n"
+              . " AND post_uri = " . lit($s) . ") ON CONFLICT DO NOTHING;\n"
               . "SELECT count(*) = 0 AS dup FROM $t WHERE uri = " . lit($u) . " \\gset\n"
               . "\\if :dup\nCOMMIT;\n\\else\n"
               . "UPDATE post_aggregations SET $c = $c + 1 WHERE post_uri = " . lit($s) . ";\n"
@@ -153,7 +154,7 @@ sub old_sql {
             $sql .= "INSERT INTO users (did, handle) VALUES (" . lit($rec->{subject}) . ", 'handle.invalid') ON CONFLICT DO NOTHING;\n"
               . "INSERT INTO follows (uri, follower_did, following_did, created_at) SELECT " . lit($u) . ', ' . lit($who)
               . ', ' . lit($rec->{subject}) . ", now() WHERE NOT EXISTS (SELECT 1 FROM follows WHERE follower_did = "
-              . lit($who) . " AND following_did = " . lit($rec->{subject}) . ");\n"
+              . lit($who) . " AND following_did = " . lit($rec->{subject}) . ") ON CONFLICT DO NOTHING;\n"
               . "SELECT count(*) = 0 AS dup FROM follows WHERE uri = " . lit($u) . " \\gset\n"
               . "\\if :dup\nCOMMIT;\n\\else\n"
               . "INSERT INTO notifications (uri, recipient_did, author_did, reason, created_at) SELECT "
@@ -181,7 +182,17 @@ sub old_worker_run {
             $sql .= old_sql($f{data});
             push @ids, $e->[0];
         }
-        my $res = $rig->psql_file(write_sql($sql));
+        # a statement that fails (a deadlock with a sluice batch, say) fails
+        # the rest of the file: the old worker reads it all again, as
+        # theirs do after an error (its counters may count twice: the
+        # recount is what makes them right)
+        my $file = write_sql($sql);
+        my $res;
+        for (1 .. 5) {
+            $res = $rig->psql_file($file);
+            last if $res->[0] == 0;
+            note("stand-in: $res->[1]; again");
+        }
         die "stand-in: $res->[1]" if $res->[0] != 0;
         $rig->redis('XACK', $stream, $group, @ids);
         $done += @ids;
