@@ -6,7 +6,9 @@
 # tables and indexes and no index an appview table already has under
 # another name: no table ends with two indexes of the same columns, order,
 # method and predicate. On an empty database it creates every index of
-# etc/sql/atproto/. A second run changes nothing either way.
+# etc/sql/atproto/. A second run changes nothing either way. A table in
+# use gets a missing index CONCURRENTLY after the commit, and an invalid
+# index an interrupted build left is built again.
 use strict;
 use warnings;
 use lib 'tests/lib';
@@ -112,6 +114,34 @@ is($r->[0], 0, 'partial: --init-schema succeeds') or diag($r->[1]);
 my %p = map { $_ => 1 } @{ indexes('partial') };
 ok($p{'likes idx_likes_post_uri'}, 'a partial index of the same column does not stand in for a full one');
 ok($p{'likes idx_likes_user_did'}, 'nor does a hash index for a btree one');
+
+# A table in use (it has rows) gets its missing index CONCURRENTLY, after
+# the schema's transaction, so the appview's writes are not blocked; an
+# invalid index an interrupted build left is dropped and built again.
+$rig->create_database('inuse');
+load_file('inuse', $FACTS);
+$rig->psql_db('inuse', 'DROP INDEX idx_likes_user_did; DROP INDEX idx_likes_post_uri');
+$rig->psql_db('inuse', "INSERT INTO likes (uri, user_did, post_uri, created_at) VALUES"
+    . " ('at://a/app.bsky.feed.like/1', 'did:plc:a', 'at://b/app.bsky.feed.post/1', now()),"
+    . " ('at://c/app.bsky.feed.like/2', 'did:plc:c', 'at://b/app.bsky.feed.post/1', now())");
+# a unique build over two likes of one post fails and leaves an invalid index
+ok(!defined eval { $rig->psql_db('inuse', 'CREATE UNIQUE INDEX CONCURRENTLY idx_likes_post_uri ON likes (post_uri)'); 1 },
+   'inuse: an interrupted build left an invalid index');
+is($rig->psql_db('inuse', "SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_likes_post_uri'::regclass"), 'f',
+   '... idx_likes_post_uri, invalid');
+$r = init_schema('inuse');
+is($r->[0], 0, 'inuse: --init-schema succeeds') or diag($r->[1]);
+like($r->[1], qr/index idx_likes_user_did: CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_likes_user_did ON likes/,
+     'inuse: the missing index is built CONCURRENTLY');
+like($r->[1], qr/index idx_likes_post_uri: DROP INDEX CONCURRENTLY IF EXISTS idx_likes_post_uri.*index idx_likes_post_uri built in \d+ ms/s,
+     'inuse: the invalid one is dropped and built again');
+is($rig->psql_db('inuse', "SELECT string_agg(c.relname || ' ' || i.indisvalid || ' ' || i.indisunique, ', ' ORDER BY c.relname)"
+      . " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname IN ('idx_likes_post_uri', 'idx_likes_user_did')"),
+   'idx_likes_post_uri true false, idx_likes_user_did true false', 'inuse: both valid, as sluice declares them');
+my $inuse = indexes('inuse');
+$r = init_schema('inuse');
+unlike($r->[1], qr/CONCURRENTLY/, 'inuse: a second run builds nothing');
+is_deeply(indexes('inuse'), $inuse, '... and changes no index');
 
 $rig->finish;
 done_testing;

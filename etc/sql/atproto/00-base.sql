@@ -121,17 +121,28 @@
 -- would cost every write to the table. An index of that name already
 -- there is kept as it is. Returns whether it created the index; a skipped
 -- one is reported as a NOTICE naming the index that covers it.
+--
+-- On a table that has rows (an appview's, in use) the index is not built
+-- here, inside the schema's transaction, where it would block the
+-- appview's writes to the table until the build ends: its CREATE INDEX
+-- CONCURRENTLY is queued in the session's temp table sluice_index_later,
+-- which `sluiced --init-schema` runs once the schema has committed
+-- (worker/schema.c), after dropping an invalid index of that name that an
+-- interrupted build left. An invalid index covers nothing.
 CREATE OR REPLACE FUNCTION sluice_create_index(name text, tab regclass, cols text[],
                                                method text DEFAULT 'btree')
 RETURNS boolean LANGUAGE plpgsql AS $fn$
 DECLARE
     same text;
+    has_rows boolean;
+    invalid boolean;
+    cols_sql text;
 BEGIN
     SELECT c.relname INTO same
       FROM pg_index i
       JOIN pg_class c ON c.oid = i.indexrelid
       JOIN pg_am am ON am.oid = c.relam
-     WHERE i.indrelid = tab AND am.amname = method
+     WHERE i.indrelid = tab AND am.amname = method AND i.indisvalid
        AND i.indexprs IS NULL AND i.indpred IS NULL
        AND i.indnkeyatts = cardinality(cols)
        AND ARRAY(SELECT a.attname::text
@@ -148,9 +159,27 @@ BEGIN
         END IF;
         RETURN false;
     END IF;
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING %s (%s)', name, tab, method,
-                   (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cols) c));
-    RETURN true;
+    cols_sql := (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cols) c);
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', tab) INTO has_rows;
+    SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                    WHERE i.indrelid = tab AND c.relname = name AND NOT i.indisvalid)
+      INTO invalid;
+    IF NOT (has_rows OR invalid) THEN
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %s USING %s (%s)',
+                       name, tab, method, cols_sql);
+        RETURN true;
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS sluice_index_later (
+        ord serial, name text NOT NULL, stmt text NOT NULL);
+    IF invalid THEN
+        INSERT INTO sluice_index_later (name, stmt)
+        VALUES (name, format('DROP INDEX CONCURRENTLY IF EXISTS %I', name));
+    END IF;
+    INSERT INTO sluice_index_later (name, stmt)
+    VALUES (name, format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %s USING %s (%s)',
+                         name, tab, method, cols_sql));
+    RAISE NOTICE 'index % on % is built CONCURRENTLY once the schema has committed', name, tab;
+    RETURN false;
 END
 $fn$;
 
