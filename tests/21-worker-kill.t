@@ -30,6 +30,15 @@ $rig->redis_batch(map {
 my $pid = $rig->spawn('w1', $sluiced, '-c', $conf, '--worker', 'crash-1');
 ok($rig->wait_until(sub { $rig->psql('select count(*) from events') >= 2000 },
     60), 'the worker is busy');
+# kill it while it holds entries: stopped (SIGSTOP) at a moment when its
+# pending list is not empty (between an ack and its next read it is)
+ok($rig->wait_until(sub {
+    kill 'STOP', $pid;
+    my $g = $rig->group_info($stream, 'firehose-processors');
+    return 1 if $g && $g->{pending} > 0;
+    kill 'CONT', $pid;
+    return 0;
+}, 30), 'stopped while it holds entries');
 kill 'KILL', $pid;
 $rig->wait_exit($pid, 10);
 my $rows = $rig->psql('select count(*) from events');
