@@ -100,6 +100,21 @@ static const struct setting settings[] = {
     {"raw_table", NULL, SET_STRING, OFF(raw_table), 0, 0, NULL, "events"},
     {"raw_type_field", NULL, SET_STRING, OFF(raw_type_field), 0, 0, NULL,
      "type"},
+    {"relay_url", "RELAY_URL", SET_STRING, OFF(relay_url), 0, 0, NULL, ""},
+    {"cursor_key", "REDIS_CURSOR_KEY", SET_STRING, OFF(cursor_key), 0, 0, NULL,
+     "firehose:python_cursor"},
+    {"stream_trim", NULL, SET_CHOICE, OFF(stream_trim), 0, 0, "acked|maxlen",
+     "acked"},
+    {"firehose_max_frame", NULL, SET_LONG, OFF(firehose_max_frame), 1024,
+     1L << 30, NULL, "5242880"},
+    {"firehose_max_block", NULL, SET_LONG, OFF(firehose_max_block), 1024,
+     1L << 30, NULL, "1048576"},
+    {"firehose_max_items", NULL, SET_LONG, OFF(firehose_max_items), 16,
+     1L << 30, NULL, "100000"},
+    {"firehose_max_depth", NULL, SET_INT, OFF(firehose_max_depth), 4, 1000,
+     NULL, "32"},
+    {"relay_idle_timeout_ms", NULL, SET_DURATION, OFF(relay_idle_timeout_ms),
+     1000, 24 * HOUR_MS, NULL, "60000"},
     {"worker_timeout_ms", NULL, SET_DURATION, OFF(worker_timeout_ms), 1000,
      24 * HOUR_MS, NULL, "60000"},
     {"shutdown_timeout_ms", NULL, SET_DURATION, OFF(shutdown_timeout_ms), 100,
@@ -468,6 +483,28 @@ stream_id_ok(const char *id)
     return *p == '\0';
 }
 
+void
+config_copy_firehose(struct config *dst, const struct config *src)
+{
+    memcpy(dst->relay_url, src->relay_url, sizeof(dst->relay_url));
+    memcpy(dst->cursor_key, src->cursor_key, sizeof(dst->cursor_key));
+    memcpy(dst->stream_trim, src->stream_trim, sizeof(dst->stream_trim));
+    dst->firehose_max_frame = src->firehose_max_frame;
+    dst->firehose_max_block = src->firehose_max_block;
+    dst->firehose_max_items = src->firehose_max_items;
+    dst->firehose_max_depth = src->firehose_max_depth;
+    dst->relay_idle_timeout_ms = src->relay_idle_timeout_ms;
+}
+
+int
+config_firehose_equal(const struct config *a, const struct config *b)
+{
+    struct config x = *a;
+
+    config_copy_firehose(&x, b);
+    return memcmp(&x, a, sizeof(x)) == 0;
+}
+
 int
 config_validate(const struct config *cfg, char *err, size_t errlen)
 {
@@ -514,6 +551,17 @@ config_validate(const struct config *cfg, char *err, size_t errlen)
                             cfg->raw_table);
     if (cfg->raw_type_field[0] == '\0')
         return config_error(err, errlen, where, "raw_type_field", "empty");
+    if (cfg->relay_url[0] != '\0' && strncmp(cfg->relay_url, "ws://", 5) != 0 &&
+        strncmp(cfg->relay_url, "wss://", 6) != 0)
+        return config_error(err, errlen, where, "relay_url",
+                            "'%s' is not a ws:// or wss:// URL",
+                            cfg->relay_url);
+    if (cfg->relay_url[0] != '\0' && cfg->cursor_key[0] == '\0')
+        return config_error(err, errlen, where, "cursor_key", "empty");
+    if (cfg->firehose_max_block > cfg->firehose_max_frame)
+        return config_error(err, errlen, where, "firehose_max_block",
+                            "larger than firehose_max_frame (%ld)",
+                            cfg->firehose_max_frame);
     if (strcmp(cfg->log_target, "stderr") != 0 &&
         strcmp(cfg->log_target, "syslog") != 0 && cfg->log_target[0] != '/')
         return config_error(err, errlen, where, "log_target",

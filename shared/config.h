@@ -64,6 +64,16 @@ struct config {
     char raw_table[128];      /* raw sink: table name, "events" */
     char raw_type_field[128]; /* raw sink: field holding the event type */
 
+    /* Firehose reader (relay -> stream) */
+    char relay_url[CONFIG_STR_MAX];  /* RELAY_URL; "" = no reader */
+    char cursor_key[CONFIG_STR_MAX]; /* REDIS_CURSOR_KEY: the saved seq */
+    char stream_trim[16];            /* "acked" or "maxlen" */
+    long firehose_max_frame;         /* bytes of one relay message */
+    long firehose_max_block;         /* bytes of one CAR block */
+    long firehose_max_items;         /* entries of one CBOR array or map */
+    int firehose_max_depth;          /* CBOR nesting */
+    long relay_idle_timeout_ms;      /* no frame this long: reconnect */
+
     /* Supervisor */
     long worker_timeout_ms;   /* heartbeat older than this: SIGKILL */
     long shutdown_timeout_ms; /* TERM: SIGKILL of the rest after this */
@@ -126,6 +136,13 @@ const char *config_stats_name(const struct config *cfg, char *buf,
  * Use this for every URL that reaches a log line or any output.
  */
 const char *config_redact_url(const char *url, char *buf, size_t buflen);
+
+/* The firehose reader's own settings (relay_url, cursor_key,
+ * stream_trim, firehose_*, relay_idle_timeout_ms): copy them from src
+ * into dst, or compare them (1: equal). A reload that changes only these
+ * restarts the reader, not the workers. Can't fail. */
+void config_copy_firehose(struct config *dst, const struct config *src);
+int config_firehose_equal(const struct config *a, const struct config *b);
 
 /* Print every setting and its value (passwords redacted) as a config file,
  * for `sluiced --print-config`. */

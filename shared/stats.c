@@ -52,6 +52,17 @@ worker_state_name(enum worker_state st)
     return state_names[st];
 }
 
+static const char *const firehose_state_names[FIREHOSE_STATE_COUNT] = {
+    "off", "connecting", "connected", "paused"};
+
+const char *
+firehose_state_name(enum firehose_state st)
+{
+    if ((unsigned)st >= FIREHOSE_STATE_COUNT)
+        return "unknown";
+    return firehose_state_names[st];
+}
+
 int64_t
 stats_now_ms(void)
 {

@@ -9,6 +9,8 @@
  *   struct stats_header      magic, version, size, supervisor pid, start
  *                            time, generation (bumped on reload), nslots
  *   struct stats_slot[nslots] one per worker number (slot n-1 = CONSUMER_ID-n)
+ *   struct stats_slot firehose the firehose reader's (state, heartbeat and
+ *                            the counters in its struct stats_firehose)
  *
  * Concurrency: every slot has exactly one writer at a time. The worker that
  * owns it writes it while alive; the supervisor writes it only while no
@@ -27,7 +29,7 @@
 #include <sys/types.h>
 
 #define STATS_MAGIC          0x534c4355u /* "SLCU" */
-#define STATS_LAYOUT_VERSION 3u
+#define STATS_LAYOUT_VERSION 4u
 #define STATS_MAX_SLOTS      64
 #define STATS_NAME_MAX       64
 #define STATS_ERROR_MAX      160
@@ -71,6 +73,43 @@ struct stats_counters {
     uint64_t restarts; /* written by the supervisor */
 };
 
+/* What the firehose reader is doing (its slot's fh.state). */
+enum firehose_state {
+    FIREHOSE_OFF = 0,    /* no reader (relay_url empty) */
+    FIREHOSE_CONNECTING, /* connecting, or waiting to reconnect */
+    FIREHOSE_CONNECTED,  /* frames flow */
+    FIREHOSE_PAUSED,     /* the stream is at its cap: not reading */
+    FIREHOSE_STATE_COUNT
+};
+
+const char *firehose_state_name(enum firehose_state st);
+
+/* The firehose reader's figures, in its slot (zero in workers' slots). */
+struct stats_firehose {
+    uint32_t state; /* enum firehose_state */
+    uint32_t pad;
+    int64_t last_seq;        /* relay seq of the last entry written */
+    int64_t cursor_saved;    /* the seq last saved as the cursor */
+    int64_t last_event_ms;   /* the relay's time of that event (wall ms) */
+    int64_t last_frame_ms;   /* when a frame last arrived (wall ms) */
+    int64_t paused_since_ms; /* the current pause began (wall ms), or 0 */
+    int64_t stream_length;   /* XLEN at the last trim check, -1 unknown */
+    uint64_t frames;         /* messages received */
+    uint64_t bytes;          /* WebSocket payload bytes received */
+    uint64_t entries;        /* entries XADDed (commit, identity, account) */
+    uint64_t malformed;      /* frames skipped as malformed (dead-lettered) */
+    uint64_t oversize;       /* frames over firehose_max_frame (the same) */
+    uint64_t sync;           /* #sync frames, skipped */
+    uint64_t info;           /* #info frames, logged */
+    uint64_t unknown;        /* frames of an unknown type, skipped */
+    uint64_t relay_errors;   /* error frames (FutureCursor, ...) */
+    uint64_t too_big;        /* commits flagged tooBig */
+    uint64_t ops_without_record; /* create/update ops with no block */
+    uint64_t connects;           /* connections opened to the relay */
+    uint64_t pauses;  /* times the stream's cap stopped the reading */
+    uint64_t trimmed; /* entries XTRIM removed (acked by every group) */
+};
+
 struct stats_slot {
     _Atomic uint32_t changecount; /* odd while being written */
     int32_t pid;
@@ -84,8 +123,9 @@ struct stats_slot {
     uint64_t latency_hist[STATS_HIST_BUCKETS];
     char last_error[STATS_ERROR_MAX];
     int64_t last_error_ms;
-    uint64_t latency_sum_ms; /* sum of the latencies in latency_hist
-                                (stats_hist_add keeps it) */
+    uint64_t latency_sum_ms;  /* sum of the latencies in latency_hist
+                                 (stats_hist_add keeps it) */
+    struct stats_firehose fh; /* the firehose reader's slot only */
 } __attribute__((aligned(64)));
 
 struct stats_header {
@@ -105,6 +145,7 @@ struct stats_header {
 struct stats_segment {
     struct stats_header hdr;
     struct stats_slot slots[STATS_MAX_SLOTS];
+    struct stats_slot firehose; /* the reader's, when relay_url is set */
 };
 
 /* Result of stats_open(). */

@@ -7,6 +7,8 @@
  *   sluiced -c FILE --worker NAME   one worker in the foreground, no
  *                                   supervisor (debugging, foreign
  *                                   supervisors)
+ *   sluiced -c FILE --firehose      the firehose reader alone in the
+ *                                   foreground (worker/firehose.c)
  *   sluiced -c FILE --init-schema   apply the sink's DDL and exit
  *   sluiced -c FILE --recount       set the sink's counters from its rows
  *                                   (worker/recount.c) and exit
@@ -27,6 +29,7 @@
 #include "shared/exitcode.h"
 #include "shared/log.h"
 #include "supervisor/supervisor.h"
+#include "worker/firehose.h"
 #include "worker/worker.h"
 
 #define SLUICE_VERSION  "0.1.0"
@@ -38,6 +41,7 @@ usage(FILE *out)
     fprintf(out,
             "usage: sluiced [-d] [-c FILE] [-s KEY=VALUE]...\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --worker NAME\n"
+            "       sluiced [-c FILE] [-s KEY=VALUE]... --firehose\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --init-schema\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --recount\n"
             "       sluiced [-c FILE] [-s KEY=VALUE]... --check[=SCAN]\n"
@@ -56,6 +60,9 @@ usage(FILE *out)
             "      --worker NAME    run one worker named NAME in the "
             "foreground,\n"
             "                       without a supervisor\n"
+            "      --firehose       run the firehose reader (relay_url) "
+            "alone in the\n"
+            "                       foreground\n"
             "      --init-schema    apply the configured sink's SQL schema\n"
             "                       (idempotent) and exit\n"
             "      --recount        set every counter of the atproto sink\n"
@@ -94,6 +101,7 @@ main(int argc, char **argv, char **envp)
         {"set", required_argument, NULL, 's'},
         {"daemonize", no_argument, NULL, 'd'},
         {"worker", required_argument, NULL, 'W'},
+        {"firehose", no_argument, NULL, 'F'},
         {"init-schema", no_argument, NULL, 'I'},
         {"recount", no_argument, NULL, 'R'},
         {"check", optional_argument, NULL, 'K'},
@@ -105,7 +113,7 @@ main(int argc, char **argv, char **envp)
     const char *config_path = NULL, *worker_name = NULL;
     char *set_options[MAX_SET_OPTIONS];
     int nset = 0, daemonize = 0, init_schema = 0, check_config = 0, ch;
-    int recount = 0, check = 0;
+    int recount = 0, check = 0, firehose = 0;
     long long check_scan = 100000;
     char err[CONFIG_ERR_MAX];
     static struct config cfg;
@@ -131,6 +139,9 @@ main(int argc, char **argv, char **envp)
             break;
         case 'W':
             worker_name = optarg;
+            break;
+        case 'F':
+            firehose = 1;
             break;
         case 'I':
             init_schema = 1;
@@ -172,12 +183,12 @@ main(int argc, char **argv, char **envp)
         usage(stderr);
         return EXIT_USAGE;
     }
-    if ((worker_name != NULL) + init_schema + recount + check + check_config +
-            daemonize >
+    if ((worker_name != NULL) + firehose + init_schema + recount + check +
+            check_config + daemonize >
         1) {
-        fprintf(stderr, "sluiced: --worker, --init-schema, --recount, "
-                        "--check, --check-config and -d exclude each "
-                        "other\n");
+        fprintf(stderr, "sluiced: --worker, --firehose, --init-schema, "
+                        "--recount, --check, --check-config and -d exclude "
+                        "each other\n");
         return EXIT_USAGE;
     }
 
@@ -220,6 +231,13 @@ main(int argc, char **argv, char **envp)
         };
         log_set_identity("worker", worker_name);
         return worker_run(&wo);
+    }
+
+    if (firehose) {
+        struct firehose_options fo = {
+            .cfg = &cfg, .slot = NULL, .parent_fd = -1};
+        log_set_identity("firehose", NULL);
+        return firehose_run(&fo);
     }
 
     struct supervisor_options so = {

@@ -15,9 +15,13 @@
  *     count, kills those whose heartbeat is older than worker_timeout;
  *   - logs the aggregate rate and the group's lag every stats_interval.
  *
- * Worker n (1..N) is named CONSUMER_ID-n and writes slot n-1. The
- * supervisor writes a slot only while no worker owns it: before fork()
- * and after reaping.
+ * Worker n (1..N) is named CONSUMER_ID-n and writes slot n-1. When
+ * relay_url is set, one more child runs beside them, the firehose reader
+ * (worker/firehose.c), with the segment's firehose slot: it is started,
+ * restarted with backoff and checked for hangs like a worker, and
+ * restarted alone when a reload changes its settings. The supervisor
+ * writes a slot only while no child owns it: before fork() and after
+ * reaping.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +45,7 @@
 #include "shared/stats.h"
 #include "supervisor/daemon.h"
 #include "supervisor/supervisor.h"
+#include "worker/firehose.h"
 #include "worker/worker.h"
 
 /* A run at least this long (and at least restart_delay_max) is healthy:
@@ -59,10 +64,17 @@
 static volatile sig_atomic_t got_chld, got_hup, got_term, got_quit, got_usr1,
     got_ttin, got_ttou;
 
+enum child_role {
+    CHILD_WORKER = 0, /* a consumer: worker.c */
+    CHILD_FIREHOSE,   /* the firehose reader: firehose.c */
+};
+
 struct child {
-    int n; /* worker number, 1-based; slot n-1 */
+    enum child_role role;
+    int n; /* worker number, 1-based; slot n-1 (0: the reader) */
     char name[STATS_NAME_MAX];
-    pid_t pid;            /* 0: not running */
+    char label[STATS_NAME_MAX + 16]; /* "worker NAME", for the logs */
+    pid_t pid;                       /* 0: not running */
     int pipe_wr;          /* our end of the worker's parent pipe, or -1 */
     int64_t started_ms;   /* when it was forked */
     int64_t restart_at;   /* start it at this time (0: not scheduled) */
@@ -87,8 +99,10 @@ struct supervisor {
     int wanted;      /* workers that should run */
     int max_workers; /* min(STATS_MAX_SLOTS, db_pool_size) */
     struct child kids[STATS_MAX_SLOTS];
-    int rollout_halted; /* a worker refused the reloaded settings */
-    int shutting_down;  /* TERM/INT received */
+    struct child reader; /* the firehose reader (pid 0: not running) */
+    unsigned reader_gen; /* bumped when a reload changes its settings */
+    int rollout_halted;  /* a worker refused the reloaded settings */
+    int shutting_down;   /* TERM/INT received */
     int64_t shutdown_deadline;
     int64_t next_stats_ms;
     uint64_t last_applied; /* for the rate */
@@ -197,19 +211,75 @@ applied_total(const struct supervisor *sv)
  * STARTING, times and the restart count are written here. Returns 0, or -1
  * when fork() or pipe() failed (the restart is retried after a delay).
  */
+static struct stats_slot *
+child_slot(struct supervisor *sv, const struct child *c)
+{
+    return c->role == CHILD_FIREHOSE ? &sv->seg->firehose
+                                     : &sv->seg->slots[c->n - 1];
+}
+
+/* The configuration generation c should run with. */
+static unsigned
+child_wanted_gen(const struct supervisor *sv, const struct child *c)
+{
+    return c->role == CHILD_FIREHOSE ? sv->reader_gen : sv->config_gen;
+}
+
+/* Every child, workers then the reader: for (c = ...; c; c = next). */
+static struct child *
+child_next(struct supervisor *sv, struct child *c)
+{
+    if (c == NULL)
+        return &sv->kids[0];
+    if (c == &sv->reader)
+        return NULL;
+    if (c == &sv->kids[STATS_MAX_SLOTS - 1])
+        return &sv->reader;
+    return c + 1;
+}
+
+/* The child's own part of the fork: never returns. */
+static void __attribute__((noreturn))
+child_exec(struct supervisor *sv, struct child *c, struct stats_slot *slot,
+           int parent_fd)
+{
+    if (c->role == CHILD_FIREHOSE) {
+        struct firehose_options fo = {
+            .cfg = sv->cfg, .slot = slot, .parent_fd = parent_fd};
+        log_set_identity("firehose", NULL);
+        setproctitle("firehose %s", sv->cfg->relay_url);
+        exit(firehose_run(&fo));
+    }
+    struct worker_options wo;
+    log_set_identity("worker", c->name);
+    setproctitle("worker %s", c->name);
+    wo.cfg = sv->cfg;
+    wo.name = c->name;
+    wo.slot = slot;
+    wo.parent_fd = parent_fd;
+    wo.name_known = c->forked_before;
+    exit(worker_run(&wo));
+}
+
 static int
 child_start(struct supervisor *sv, struct child *c)
 {
-    struct stats_slot *slot = &sv->seg->slots[c->n - 1];
+    struct stats_slot *slot = child_slot(sv, c);
     int fds[2];
     pid_t pid;
     int64_t now = stats_now_ms();
 
     /* Names longer than a slot holds are cut (the -n suffix stays). */
-    snprintf(c->name, sizeof(c->name), "%.*s-%d", STATS_NAME_MAX - 12,
-             sv->cfg->consumer_id, c->n);
+    if (c->role == CHILD_FIREHOSE) {
+        strlcpy(c->name, "firehose", sizeof(c->name));
+        strlcpy(c->label, "firehose reader", sizeof(c->label));
+    } else {
+        snprintf(c->name, sizeof(c->name), "%.*s-%d", STATS_NAME_MAX - 12,
+                 sv->cfg->consumer_id, c->n);
+        snprintf(c->label, sizeof(c->label), "worker %s", c->name);
+    }
     if (pipe2(fds, O_CLOEXEC) < 0) {
-        log_warn("worker %s: pipe", c->name);
+        log_warn("%s: pipe", c->label);
         return -1;
     }
 
@@ -236,7 +306,7 @@ child_start(struct supervisor *sv, struct child *c)
 
     pid = fork();
     if (pid < 0) {
-        log_warn("worker %s: fork", c->name);
+        log_warn("%s: fork", c->label);
         close(fds[0]);
         close(fds[1]);
         stats_slot_write_begin(slot);
@@ -245,7 +315,6 @@ child_start(struct supervisor *sv, struct child *c)
         return -1;
     }
     if (pid == 0) {
-        struct worker_options wo;
         pid_t parent = (pid_t)sv->seg->hdr.supervisor_pid;
 
         /* The worker: a TERM when the supervisor dies, and EOF on the
@@ -255,23 +324,16 @@ child_start(struct supervisor *sv, struct child *c)
             _exit(EXIT_TEMPFAIL);
         signals_reset();
         close(fds[1]);
-        for (int i = 0; i < STATS_MAX_SLOTS; i++)
-            if (sv->kids[i].pipe_wr >= 0)
-                close(sv->kids[i].pipe_wr);
+        for (struct child *k = child_next(sv, NULL); k; k = child_next(sv, k))
+            if (k->pipe_wr >= 0)
+                close(k->pipe_wr);
         if (sv->pfh != NULL)
             pidfile_close(sv->pfh); /* the lock stays with the supervisor */
         /* The pipe's read end must survive into the worker (no exec). */
         stats_slot_write_begin(slot);
         slot->pid = (int32_t)getpid();
         stats_slot_write_end(slot);
-        log_set_identity("worker", c->name);
-        setproctitle("worker %s", c->name);
-        wo.cfg = sv->cfg;
-        wo.name = c->name;
-        wo.slot = slot;
-        wo.parent_fd = fds[0];
-        wo.name_known = c->forked_before;
-        exit(worker_run(&wo));
+        child_exec(sv, c, slot, fds[0]);
     }
     close(fds[0]);
     c->forked_before = 1;
@@ -279,11 +341,11 @@ child_start(struct supervisor *sv, struct child *c)
     c->pipe_wr = fds[1];
     c->started_ms = now;
     c->restart_at = 0;
-    c->config_gen = sv->config_gen;
+    c->config_gen = child_wanted_gen(sv, c);
     c->term_sent_ms = 0;
     c->kill_sent = 0;
     c->hung = 0;
-    log_info("started worker %s (pid %d)", c->name, (int)pid);
+    log_info("started %s (pid %d)", c->label, (int)pid);
     return 0;
 }
 
@@ -292,7 +354,7 @@ static void
 child_signal(struct child *c, int sig)
 {
     if (c->pid > 0 && kill(c->pid, sig) < 0 && errno != ESRCH)
-        log_warn("kill %s to worker %s (pid %d)", signal_name(sig), c->name,
+        log_warn("kill %s to %s (pid %d)", signal_name(sig), c->label,
                  (int)c->pid);
 }
 
@@ -302,7 +364,7 @@ child_stop(struct child *c, const char *why)
 {
     if (c->pid <= 0 || c->term_sent_ms != 0)
         return;
-    log_info("stopping worker %s (pid %d): %s", c->name, (int)c->pid, why);
+    log_info("stopping %s (pid %d): %s", c->label, (int)c->pid, why);
     child_signal(c, SIGTERM);
     c->term_sent_ms = stats_now_ms();
 }
@@ -333,6 +395,13 @@ running_count(const struct supervisor *sv)
     return n;
 }
 
+/* Workers and the reader that run. */
+static int
+alive_count(const struct supervisor *sv)
+{
+    return running_count(sv) + (sv->reader.pid > 0);
+}
+
 /*
  * A worker ended: write its slot (it is ours again), log how, and decide
  * whether and when it comes back.
@@ -340,10 +409,11 @@ running_count(const struct supervisor *sv)
 static void
 child_reaped(struct supervisor *sv, struct child *c, int status)
 {
-    struct stats_slot *slot = &sv->seg->slots[c->n - 1];
+    struct stats_slot *slot = child_slot(sv, c);
     int64_t now = stats_now_ms(), ran = now - c->started_ms;
     char how[96];
-    int retired = c->n > sv->wanted;
+    int retired = c->role == CHILD_FIREHOSE ? sv->cfg->relay_url[0] == '\0'
+                                            : c->n > sv->wanted;
 
     describe_status(status, how, sizeof(how));
     if (c->pipe_wr >= 0)
@@ -363,15 +433,15 @@ child_reaped(struct supervisor *sv, struct child *c, int status)
 
     c->pid = 0;
     if (sv->shutting_down || retired) {
-        log_info("worker %s %s%s", c->name, how,
+        log_info("%s %s%s", c->label, how,
                  retired && !sv->shutting_down ? " (scaled down)" : "");
         c->restart_at = 0;
         return;
     }
-    if (c->term_sent_ms != 0 && c->config_gen != sv->config_gen) {
+    if (c->term_sent_ms != 0 && c->config_gen != child_wanted_gen(sv, c)) {
         /* Rolling restart after a reload: back at once, new settings. */
-        log_info("worker %s %s; restarting it with the new configuration",
-                 c->name, how);
+        log_info("%s %s; restarting it with the new configuration", c->label,
+                 how);
         c->delay_ms = 0;
         c->restart_at = now;
         return;
@@ -380,22 +450,23 @@ child_reaped(struct supervisor *sv, struct child *c, int status)
         c->config_refused = 1;
         c->forked_before = 0; /* e.g. its name was in use: check again */
         c->restart_at = 0;
-        if (!sv->rollout_halted && running_count(sv) > 0 &&
-            c->config_gen == sv->config_gen && sv->config_gen > 0) {
+        if (c->role == CHILD_WORKER && !sv->rollout_halted &&
+            running_count(sv) > 0 && c->config_gen == sv->config_gen &&
+            sv->config_gen > 0) {
             /* The new configuration is refused: keep the workers that
              * still run the previous one instead of stopping them too. */
             sv->rollout_halted = 1;
-            log_error("worker %s %s: it refuses the reloaded "
+            log_error("%s %s: it refuses the reloaded "
                       "configuration; the rollout stops here and the other "
                       "workers keep the previous configuration until the "
                       "next reload",
-                      c->name, how);
+                      c->label, how);
             return;
         }
-        log_error("worker %s %s: it refuses the configuration; not "
+        log_error("%s %s: it refuses the configuration; not "
                   "restarting it until the configuration is reloaded "
                   "(SIGHUP)",
-                  c->name, how);
+                  c->label, how);
         return;
     }
     long healthy = sv->cfg->restart_delay_max_ms > HEALTHY_RUN_MIN_MS
@@ -409,12 +480,12 @@ child_reaped(struct supervisor *sv, struct child *c, int status)
         c->delay_ms = sv->cfg->restart_delay_max_ms;
     c->restart_at = now + c->delay_ms;
     if (c->hung)
-        log_warnx("worker %s (heartbeat stale) %s after %lld ms; "
+        log_warnx("%s (heartbeat stale) %s after %lld ms; "
                   "restarting in %ld ms",
-                  c->name, how, (long long)ran, c->delay_ms);
+                  c->label, how, (long long)ran, c->delay_ms);
     else
-        log_warnx("worker %s %s after %lld ms; restarting in %ld ms", c->name,
-                  how, (long long)ran, c->delay_ms);
+        log_warnx("%s %s after %lld ms; restarting in %ld ms", c->label, how,
+                  (long long)ran, c->delay_ms);
 }
 
 /* Reap every ended child without blocking. */
@@ -425,11 +496,10 @@ reap_children(struct supervisor *sv)
     pid_t pid;
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        struct child *c = NULL;
+        struct child *c = child_next(sv, NULL);
 
-        for (int i = 0; i < STATS_MAX_SLOTS; i++)
-            if (sv->kids[i].pid == pid)
-                c = &sv->kids[i];
+        while (c != NULL && c->pid != pid)
+            c = child_next(sv, c);
         if (c != NULL)
             child_reaped(sv, c, status);
     }
@@ -522,10 +592,15 @@ reload(struct supervisor *sv)
     }
     log_set_level(next.log_level);
 
+    /* The reader's own settings restart the reader alone; the workers
+     * restart for the rest. */
     cmp = next;
     cmp.parallel_consumers = sv->cfg->parallel_consumers;
+    config_copy_firehose(&cmp, sv->cfg);
     int others_changed = memcmp(&cmp, sv->cfg, sizeof(cmp)) != 0;
     int count_changed = next.parallel_consumers != sv->cfg->parallel_consumers;
+    int reader_changed =
+        others_changed || !config_firehose_equal(&next, sv->cfg);
 
     *sv->cfg = next;
     sv->rollout_halted = 0;
@@ -539,6 +614,16 @@ reload(struct supervisor *sv)
             c->delay_ms = 0;
             c->restart_at = stats_now_ms();
         }
+    }
+    if (reader_changed) {
+        sv->reader_gen++;
+        sv->reader.config_refused = 0;
+        sv->reader.delay_ms = 0;
+        if (sv->cfg->relay_url[0] != '\0' && sv->reader.pid == 0)
+            sv->reader.restart_at = stats_now_ms();
+        if (sv->reader.pid > 0)
+            log_info("configuration reloaded: the firehose reader's "
+                     "settings changed, restarting it");
     }
     if (others_changed) {
         sv->config_gen++;
@@ -596,26 +681,25 @@ check_hung(struct supervisor *sv)
     int64_t now = stats_now_ms();
     struct stats_slot copy;
 
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        struct child *c = &sv->kids[i];
+    for (struct child *c = child_next(sv, NULL); c; c = child_next(sv, c)) {
         if (c->pid <= 0 || c->kill_sent)
             continue;
         if (c->term_sent_ms != 0 &&
             now - c->term_sent_ms > sv->cfg->shutdown_timeout_ms) {
-            log_warnx("worker %s (pid %d) did not stop within %ld ms of "
+            log_warnx("%s (pid %d) did not stop within %ld ms of "
                       "SIGTERM; killing it",
-                      c->name, (int)c->pid, sv->cfg->shutdown_timeout_ms);
+                      c->label, (int)c->pid, sv->cfg->shutdown_timeout_ms);
             child_signal(c, SIGKILL);
             c->kill_sent = 1;
             continue;
         }
-        stats_slot_read(&sv->seg->slots[c->n - 1], &copy);
+        stats_slot_read(child_slot(sv, c), &copy);
         int64_t beat = copy.heartbeat_ms > c->started_ms ? copy.heartbeat_ms
                                                          : c->started_ms;
         if (now - beat > sv->cfg->worker_timeout_ms) {
-            log_error("worker %s (pid %d): no heartbeat for %lld ms "
+            log_error("%s (pid %d): no heartbeat for %lld ms "
                       "(worker_timeout %ld ms); killing it",
-                      c->name, (int)c->pid, (long long)(now - beat),
+                      c->label, (int)c->pid, (long long)(now - beat),
                       sv->cfg->worker_timeout_ms);
             child_signal(c, SIGKILL);
             c->kill_sent = 1;
@@ -624,11 +708,27 @@ check_hung(struct supervisor *sv)
     }
 }
 
-/* Start due workers, stop surplus ones. */
+/* Start due workers, stop surplus ones; the same for the reader, which
+ * runs while relay_url is set. */
 static void
 converge(struct supervisor *sv)
 {
     int64_t now = stats_now_ms();
+    struct child *rd = &sv->reader;
+
+    if (sv->cfg->relay_url[0] == '\0') {
+        if (rd->pid > 0)
+            child_stop(rd, "relay_url is empty now");
+    } else if (rd->pid > 0 && rd->config_gen != sv->reader_gen) {
+        child_stop(rd, "configuration changed");
+    } else if (rd->pid == 0 && !rd->config_refused && rd->restart_at != 0 &&
+               rd->restart_at <= now && child_start(sv, rd) < 0) {
+        rd->delay_ms =
+            rd->delay_ms ? rd->delay_ms * 2 : sv->cfg->restart_delay_ms;
+        if (rd->delay_ms > sv->cfg->restart_delay_max_ms)
+            rd->delay_ms = sv->cfg->restart_delay_max_ms;
+        rd->restart_at = now + rd->delay_ms;
+    }
 
     for (int i = 0; i < STATS_MAX_SLOTS; i++) {
         struct child *c = &sv->kids[i];
@@ -708,13 +808,15 @@ shutdown_begin(struct supervisor *sv)
 {
     sv->shutting_down = 1;
     sv->shutdown_deadline = stats_now_ms() + sv->cfg->shutdown_timeout_ms;
-    log_info("stopping: SIGTERM to %d workers (shutdown_timeout %ld ms)",
-             running_count(sv), sv->cfg->shutdown_timeout_ms);
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        sv->kids[i].restart_at = 0;
-        if (sv->kids[i].pid > 0) {
-            child_signal(&sv->kids[i], SIGTERM);
-            sv->kids[i].term_sent_ms = stats_now_ms();
+    log_info("stopping: SIGTERM to %d workers%s (shutdown_timeout %ld ms)",
+             running_count(sv),
+             sv->reader.pid > 0 ? " and the firehose reader" : "",
+             sv->cfg->shutdown_timeout_ms);
+    for (struct child *c = child_next(sv, NULL); c; c = child_next(sv, c)) {
+        c->restart_at = 0;
+        if (c->pid > 0) {
+            child_signal(c, SIGTERM);
+            c->term_sent_ms = stats_now_ms();
         }
     }
 }
@@ -725,12 +827,10 @@ kill_remaining(struct supervisor *sv)
 {
     int status;
 
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        struct child *c = &sv->kids[i];
+    for (struct child *c = child_next(sv, NULL); c; c = child_next(sv, c)) {
         if (c->pid <= 0)
             continue;
-        log_warnx("worker %s (pid %d) still running: SIGKILL", c->name,
-                  (int)c->pid);
+        log_warnx("%s (pid %d) still running: SIGKILL", c->label, (int)c->pid);
         child_signal(c, SIGKILL);
         if (waitpid(c->pid, &status, 0) == c->pid)
             child_reaped(sv, c, status);
@@ -745,11 +845,11 @@ quit_now(struct supervisor *sv)
 
     sv->shutting_down = 1;
     log_info("SIGQUIT: stopping %d workers now", running_count(sv));
-    for (int i = 0; i < STATS_MAX_SLOTS; i++)
-        child_signal(&sv->kids[i], SIGQUIT);
-    while (running_count(sv) > 0 && stats_now_ms() < until) {
+    for (struct child *c = child_next(sv, NULL); c; c = child_next(sv, c))
+        child_signal(c, SIGQUIT);
+    while (alive_count(sv) > 0 && stats_now_ms() < until) {
         reap_children(sv);
-        if (running_count(sv) > 0)
+        if (alive_count(sv) > 0)
             usleep(10000);
     }
     kill_remaining(sv);
@@ -758,9 +858,9 @@ quit_now(struct supervisor *sv)
 static void
 cleanup(struct supervisor *sv)
 {
-    for (int i = 0; i < STATS_MAX_SLOTS; i++)
-        if (sv->kids[i].pipe_wr >= 0)
-            close(sv->kids[i].pipe_wr);
+    for (struct child *c = child_next(sv, NULL); c; c = child_next(sv, c))
+        if (c->pipe_wr >= 0)
+            close(c->pipe_wr);
     stats_remove(sv->seg, sv->stats_name);
     sv->seg = NULL;
     if (sv->pfh != NULL && pidfile_remove(sv->pfh) < 0)
@@ -857,6 +957,8 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
         sv.kids[i].n = i + 1;
         sv.kids[i].pipe_wr = -1;
     }
+    sv.reader.role = CHILD_FIREHOSE;
+    sv.reader.pipe_wr = -1;
     /* Signals first: a TERM during startup is taken at the first turn. */
     signals_install(&waitmask);
 
@@ -872,6 +974,8 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
     sv.max_workers = compute_max_workers(cfg);
     sv.wanted = 0;
     set_wanted(&sv, cfg->parallel_consumers, "start");
+    if (cfg->relay_url[0] != '\0')
+        sv.reader.restart_at = stats_now_ms();
     sv.last_stats_ms = stats_now_ms();
     sv.next_stats_ms = sv.last_stats_ms + cfg->stats_interval_ms;
     log_info("sluiced supervisor (pid %d) started: %d workers on %s/%s, "
@@ -896,7 +1000,7 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
         if (got_term && !sv.shutting_down)
             shutdown_begin(&sv);
         if (sv.shutting_down) {
-            if (running_count(&sv) == 0)
+            if (alive_count(&sv) == 0)
                 break;
             if (stats_now_ms() >= sv.shutdown_deadline) {
                 log_warnx("shutdown_timeout (%ld ms) passed",
@@ -915,8 +1019,9 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
                     log_warn("SIGUSR1: reopening the log");
                 else
                     log_info("SIGUSR1: log reopened");
-                for (int i = 0; i < STATS_MAX_SLOTS; i++)
-                    child_signal(&sv.kids[i], SIGUSR1);
+                for (struct child *c = child_next(&sv, NULL); c;
+                     c = child_next(&sv, c))
+                    child_signal(c, SIGUSR1);
             }
             /* Signals are taken only inside ppoll(), one delivery per
              * wait: a flag loses nothing. */
@@ -948,6 +1053,9 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
                     c->restart_at - now < timeout)
                     timeout = c->restart_at - now;
             }
+            if (sv.reader.pid == 0 && sv.reader.restart_at > 0 &&
+                sv.reader.restart_at - now < timeout)
+                timeout = sv.reader.restart_at - now;
         }
         if (timeout < 0)
             timeout = 0;

@@ -18,8 +18,9 @@
  *
  * Everything read is untrusted: sizes, depth and item counts are bounded
  * by struct frame_limits, nothing is allocated beyond the output buffer
- * (which grows with the frame, never with a declared length), and every
- * malformed input is an error with a reason, never a crash.
+ * and the CAR index (both reused from frame to frame; they grow with the
+ * frame, never with a declared length), and every malformed input is an
+ * error with a reason, never a crash.
  */
 #ifndef SLUICE_FIREHOSE_FRAME_H
 #define SLUICE_FIREHOSE_FRAME_H
@@ -41,11 +42,11 @@ enum frame_kind {
 };
 
 struct frame_limits {
-    size_t max_frame;     /* bytes of a whole message (5 MiB) */
-    size_t max_block;     /* bytes of one CAR block (1 MiB) */
-    size_t max_blocks;    /* CAR sections in one commit (10,000) */
-    size_t max_items;     /* entries of one CBOR array or map (100,000) */
-    unsigned max_depth;   /* nesting of CBOR arrays, maps and tags (32) */
+    size_t max_frame;   /* bytes of a whole message (5 MiB) */
+    size_t max_block;   /* bytes of one CAR block (1 MiB) */
+    size_t max_blocks;  /* CAR sections in one commit (10,000) */
+    size_t max_items;   /* entries of one CBOR array or map (100,000) */
+    unsigned max_depth; /* nesting of CBOR arrays, maps and tags (32) */
 };
 
 /* The limits above, in parentheses. Can't fail. */
@@ -53,18 +54,20 @@ void frame_limits_default(struct frame_limits *lim);
 
 struct frame_event {
     enum frame_kind kind;
-    int64_t seq;        /* the relay's seq; -1 when the body has none */
-    int64_t time_ms;    /* the body's `time` (RFC 3339), ms since the
-                           epoch; 0 when absent or unreadable */
-    int too_big;        /* a commit flagged tooBig */
-    unsigned ops;       /* ops in a commit's entry */
+    int64_t seq;     /* the relay's seq; -1 when the body has none */
+    int64_t time_ms; /* the body's `time` (RFC 3339), ms since the
+                        epoch; 0 when absent or unreadable */
+    int too_big;     /* a commit flagged tooBig */
+    unsigned ops;    /* ops in a commit's entry */
     unsigned ops_without_record; /* create/update ops whose block was not
                                     in the CAR (kept, with no record) */
-    const char *type;   /* the entry's type field: "commit", "identity",
-                           "account"; NULL for kinds that make no entry */
-    struct buf data;    /* the entry's data (JSON, not NUL-terminated) */
-    char name[64];      /* t without '#', or an error frame's error */
-    char message[256];  /* #info or error frame message ("" when none) */
+    const char *type;  /* the entry's type field: "commit", "identity",
+                          "account"; NULL for kinds that make no entry */
+    struct buf data;   /* the entry's data (JSON, not NUL-terminated) */
+    char name[64];     /* t without '#', or an error frame's error */
+    char message[256]; /* #info or error frame message ("" when none) */
+    struct buf index;  /* frame_decode()'s index of a commit's CAR,
+                          reused (internal: not for the caller) */
 };
 
 /*
@@ -79,7 +82,8 @@ struct frame_event {
 int frame_decode(const uint8_t *msg, size_t len, const struct frame_limits *lim,
                  struct frame_event *ev, const char **why);
 
-/* Free ev->data. Can't fail; ev can be reused after frame_event_init(). */
+/* Free ev->data (and the index). Can't fail; ev can be reused after
+ * frame_event_init(). */
 void frame_event_free(struct frame_event *ev);
 
 /* Zero ev (no allocation). Can't fail. */

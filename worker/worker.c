@@ -167,10 +167,8 @@ on_usr1_signal(int sig)
     worker_reopen_logs = 1;
 }
 
-/* Install the handlers (flags only). No SA_RESTART for poll's sake; libpq
- * and hiredis retry their own reads and writes on EINTR. */
-static void
-worker_signals(void)
+void
+worker_signals_install(void)
 {
     struct sigaction sa;
 
@@ -231,21 +229,27 @@ worker_check_events(struct worker *w)
         if (log_reopen() < 0)
             log_warn("cannot reopen the log");
     }
-    if (w->parent_fd >= 0) {
-        struct pollfd pfd = {.fd = w->parent_fd, .events = POLLIN};
-        if (poll(&pfd, 1, 0) > 0) {
-            char buf[64];
-            ssize_t n = 1;
-            if (pfd.revents & POLLIN)
-                n = read(w->parent_fd, buf, sizeof(buf));
-            if (n == 0 || (pfd.revents & (POLLHUP | POLLERR))) {
-                log_notice("supervisor gone: stopping");
-                close(w->parent_fd);
-                w->parent_fd = -1;
-                worker_stop_requested = 1;
-            }
-        }
-    }
+    if (worker_parent_gone(&w->parent_fd))
+        worker_stop_requested = 1;
+}
+
+int
+worker_parent_gone(int *parent_fd)
+{
+    struct pollfd pfd = {.fd = *parent_fd, .events = POLLIN};
+
+    if (*parent_fd < 0 || poll(&pfd, 1, 0) <= 0)
+        return 0;
+    char buf[64];
+    ssize_t n = 1;
+    if (pfd.revents & POLLIN)
+        n = read(*parent_fd, buf, sizeof(buf));
+    if (n != 0 && !(pfd.revents & (POLLHUP | POLLERR)))
+        return 0;
+    log_notice("supervisor gone: stopping");
+    close(*parent_fd);
+    *parent_fd = -1;
+    return 1;
 }
 
 /*
@@ -1017,7 +1021,7 @@ worker_run(const struct worker_options *opt)
     w.name_checked = opt->name_known;
     w.slot = opt->slot ? opt->slot : &private_slot;
     w.parent_fd = opt->parent_fd;
-    worker_signals();
+    worker_signals_install();
 
     stats_slot_write_begin(w.slot);
     w.slot->pid = (int32_t)getpid();

@@ -28,6 +28,16 @@ extern volatile sig_atomic_t worker_stop_requested; /* TERM/INT: drain */
 extern volatile sig_atomic_t worker_quit_requested; /* QUIT: now */
 extern volatile sig_atomic_t worker_reopen_logs;    /* USR1 */
 
+/* Install the handlers of the flags above (TERM, INT, QUIT, USR1) and
+ * ignore SIGPIPE. No SA_RESTART, for poll's sake: libpq, hiredis and
+ * libwebsockets retry their own reads and writes on EINTR. Can't fail. */
+void worker_signals_install(void);
+
+/* 1 when the supervisor's pipe *parent_fd (-1: none) is at EOF: the
+ * supervisor died; the fd is closed and set to -1, and it is logged.
+ * 0 otherwise. Never blocks. */
+int worker_parent_gone(int *parent_fd);
+
 /*
  * Run until told to stop. Returns the process exit code (exitcode.h):
  * EXIT_OK after a graceful stop (the current batch committed and acked),

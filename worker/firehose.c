@@ -1,0 +1,1039 @@
+/*
+ * firehose.c: the firehose reader. It reads a relay's subscribeRepos
+ * (relay_conn.c), decodes each frame (firehose_frame.c) and XADDs the
+ * entry the workers read:
+ *
+ *   XADD <stream> * type commit|identity|account data <json> seq <seq>
+ *
+ * What it guarantees, and how:
+ *
+ *   - Nothing is lost between the relay and Redis. The cursor (the relay
+ *     seq in cursor_key) is saved only after the XADDs it covers
+ *     succeeded: it leads the next pipeline of XADDs, or goes alone
+ *     within CURSOR_SAVE_MS when the relay is quiet. After a crash the
+ *     reader starts from the larger of the cursor and the seq of the
+ *     stream's newest entry, so it neither skips nor repeats what the
+ *     stream holds. An error reply to any XADD stops the reading; the
+ *     reader reconnects from what Redis holds.
+ *   - Nothing unread is trimmed (stream_trim = acked, the default). Every
+ *     TRIM_INTERVAL_MS the reader finds, over every consumer group of the
+ *     stream, the oldest entry some group has not acked (its oldest
+ *     pending entry, or the first one after its last delivered), and
+ *     trims with XTRIM MINID ~ below that. When the stream still holds
+ *     stream_maxlen entries, the reader stops reading the relay (it keeps
+ *     days of events) and resumes from the cursor once the stream is
+ *     under RESUME_FRACTION of the cap. stream_trim = maxlen is the old
+ *     reader's XADD MAXLEN ~ stream_maxlen, which deletes entries
+ *     whether they were read or not.
+ *   - One reader per stream: a lock key (<stream>:reader-lock) with an
+ *     expiry, renewed while the reader runs; a second reader refuses to
+ *     start while another holds it.
+ *   - Bad frames lose nothing silently: a frame that can't be decoded or
+ *     is over firehose_max_frame is counted, logged (at most one line a
+ *     second) and written to the dead-letter stream with its reason, its
+ *     seq and its bytes (the first RELAY_OVERSIZE_KEEP of an oversized
+ *     one).
+ *
+ * The loop turns every LOOP_WAIT_MS at least: signals (flags set by
+ * worker_signals_install()), the supervisor's pipe, the heartbeat and the
+ * periodic work are looked at on every turn.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bsd/string.h>
+
+#include "shared/backoff.h"
+#include "shared/exitcode.h"
+#include "shared/log.h"
+#include "shared/redis_conn.h"
+#include "worker/firehose.h"
+#include "worker/firehose_frame.h"
+#include "worker/relay_conn.h"
+#include "worker/worker.h"
+
+#define LOOP_WAIT_MS     100
+#define FLUSH_MAX        256 /* XADDs in one pipeline */
+#define CURSOR_SAVE_MS   200 /* a quiet relay: save the cursor alone */
+#define TRIM_INTERVAL_MS 1000
+#define RESUME_FRACTION  0.9
+#define LOCK_TTL_MS      30000
+#define LOCK_RENEW_MS    10000
+#define WARN_INTERVAL_MS 1000 /* bad frames: at most one line a second */
+#define REDIS_CONNECT_MS 2000
+
+struct reader {
+    const struct config *cfg;
+    struct stats_slot *slot;
+    int parent_fd;
+    struct redis_conn rc;
+    int redis_ready;  /* connected, lock held, cursor known */
+    int redis_broken; /* a reply failed: stop reading, reconnect */
+    struct backoff redis_bo, relay_bo;
+    int64_t redis_retry_at, relay_retry_at; /* monotonic ms */
+
+    struct relay_conn *relay;
+    struct frame_limits lim;
+    struct frame_event ev;
+    struct stats_firehose fh;  /* published every turn */
+    uint64_t relay_bytes_base; /* fh.bytes before this connection */
+
+    char dead_key[CONFIG_STR_MAX + 8];
+    char lock_key[CONFIG_STR_MAX + 16];
+    char token[200];
+    int64_t lock_renew_at;
+
+    /* The pipeline: a cursor SET may lead it, then XADDs. */
+    unsigned queued;
+    int64_t queued_seq[FLUSH_MAX];
+    int set_queued;
+    int64_t set_value;
+    int64_t written_seq; /* highest seq whose XADD succeeded */
+    int64_t last_flush_ms;
+
+    int paused;
+    int64_t next_trim_at;
+    int64_t last_frame_at; /* monotonic, for relay_idle_timeout */
+
+    int64_t warn_at; /* monotonic: when a bad-frame line may go */
+    unsigned warn_suppressed;
+
+    int64_t next_log_at;
+    uint64_t log_frames;
+    int64_t log_at;
+};
+
+static struct stats_slot private_slot;
+
+static int64_t
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the stats slot ------------------------------------------------- */
+
+/* Publish the counters, the state and the heartbeat. Can't fail. */
+static void
+reader_publish(struct reader *r, enum worker_state st)
+{
+    r->fh.bytes = r->relay_bytes_base + relay_conn_bytes(r->relay);
+    stats_slot_write_begin(r->slot);
+    r->slot->state = (uint32_t)st;
+    r->slot->heartbeat_ms = stats_now_ms();
+    r->slot->c.entries_read = r->fh.frames;
+    r->slot->c.events_applied = r->fh.entries;
+    r->slot->fh = r->fh;
+    stats_slot_write_end(r->slot);
+}
+
+static void
+reader_set_error(struct reader *r, const char *msg)
+{
+    stats_slot_write_begin(r->slot);
+    strlcpy(r->slot->last_error, msg, sizeof(r->slot->last_error));
+    r->slot->last_error_ms = stats_now_ms();
+    stats_slot_write_end(r->slot);
+}
+
+/* A bad-frame line, at most one a second; the rest are counted and
+ * named in the next line. */
+static void __attribute__((format(printf, 2, 3)))
+reader_warn(struct reader *r, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    int64_t now = mono_ms();
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    reader_set_error(r, msg);
+    if (now < r->warn_at) {
+        r->warn_suppressed++;
+        return;
+    }
+    if (r->warn_suppressed > 0)
+        log_warnx("firehose: %s (and %u more such lines not logged)", msg,
+                  r->warn_suppressed);
+    else
+        log_warnx("firehose: %s", msg);
+    r->warn_suppressed = 0;
+    r->warn_at = now + WARN_INTERVAL_MS;
+}
+
+/* ---- Redis: commands, the pipeline, the cursor ----------------------- */
+
+/* One command and its reply (the caller frees it); NULL when the
+ * connection failed (r->redis_broken set). */
+static redisReply *
+reader_command(struct reader *r, int argc, const char **argv,
+               const size_t *lens)
+{
+    redisReply *reply = redis_conn_command(&r->rc, argc, argv, lens);
+
+    if (reply == NULL) {
+        r->redis_broken = 1;
+        log_warnx("firehose: redis: %s", r->rc.err);
+    }
+    return reply;
+}
+
+/*
+ * Read the replies of everything the pipeline holds. The written seq
+ * moves only over XADDs that succeeded, in order; the first error reply
+ * stops it there and marks Redis broken, so that the reader reconnects
+ * and starts again from what the stream holds. Returns 0 or -1.
+ */
+static int
+reader_flush(struct reader *r)
+{
+    int rv = 0;
+
+    if (r->set_queued) {
+        redisReply *reply = redis_conn_reply(&r->rc);
+        if (reply == NULL) {
+            r->redis_broken = 1;
+            log_warnx("firehose: redis: %s", r->rc.err);
+            r->queued = 0;
+            r->set_queued = 0;
+            return -1;
+        }
+        if (reply->type == REDIS_REPLY_ERROR)
+            log_warnx("firehose: saving the cursor in %s: %s",
+                      r->cfg->cursor_key, reply->str);
+        else
+            r->fh.cursor_saved = r->set_value;
+        freeReplyObject(reply);
+        r->set_queued = 0;
+    }
+    for (unsigned i = 0; i < r->queued; i++) {
+        redisReply *reply = redis_conn_reply(&r->rc);
+        if (reply == NULL) {
+            r->redis_broken = 1;
+            log_warnx("firehose: redis: %s", r->rc.err);
+            rv = -1;
+            break;
+        }
+        if (reply->type == REDIS_REPLY_ERROR) {
+            if (rv == 0)
+                log_error("firehose: XADD to %s failed: %s; stopping the "
+                          "reading, resuming from seq %lld",
+                          r->cfg->stream_key, reply->str,
+                          (long long)r->written_seq);
+            r->redis_broken = 1;
+            rv = -1;
+        } else if (rv == 0) {
+            r->written_seq = r->queued_seq[i];
+            r->fh.entries++;
+        }
+        freeReplyObject(reply);
+    }
+    r->queued = 0;
+    r->last_flush_ms = mono_ms();
+    if (rv == 0)
+        r->fh.last_seq = r->written_seq;
+    return rv;
+}
+
+/* Queue SET cursor_key <written seq> when it moved (it then leads the
+ * next pipeline). */
+static void
+reader_queue_cursor(struct reader *r)
+{
+    char v[24];
+    const char *argv[3] = {"SET", r->cfg->cursor_key, v};
+    size_t lens[3];
+
+    if (r->set_queued || r->written_seq <= r->fh.cursor_saved ||
+        r->written_seq <= 0)
+        return;
+    snprintf(v, sizeof(v), "%lld", (long long)r->written_seq);
+    for (int i = 0; i < 3; i++)
+        lens[i] = strlen(argv[i]);
+    if (redis_conn_append(&r->rc, 3, argv, lens) < 0) {
+        r->redis_broken = 1;
+        return;
+    }
+    r->set_queued = 1;
+    r->set_value = r->written_seq;
+}
+
+/* Queue the XADD of the decoded event. */
+static int
+reader_queue_entry(struct reader *r, const struct frame_event *ev)
+{
+    char seq[24], maxlen[24];
+    const char *argv[12];
+    size_t lens[12];
+    int n = 0;
+
+    if (r->queued == 0)
+        reader_queue_cursor(r);
+    snprintf(seq, sizeof(seq), "%lld", (long long)ev->seq);
+    argv[n++] = "XADD";
+    argv[n++] = r->cfg->stream_key;
+    if (strcmp(r->cfg->stream_trim, "maxlen") == 0 &&
+        r->cfg->stream_maxlen > 0) {
+        snprintf(maxlen, sizeof(maxlen), "%ld", r->cfg->stream_maxlen);
+        argv[n++] = "MAXLEN";
+        argv[n++] = "~";
+        argv[n++] = maxlen;
+    }
+    argv[n++] = "*";
+    argv[n++] = "type";
+    argv[n++] = ev->type;
+    argv[n++] = "data";
+    argv[n] = ev->data.p;
+    lens[n++] = ev->data.len;
+    argv[n++] = "seq";
+    argv[n++] = seq;
+    for (int i = 0; i < n; i++)
+        if (argv[i] != ev->data.p)
+            lens[i] = strlen(argv[i]);
+    if (redis_conn_append(&r->rc, n, argv, lens) < 0) {
+        r->redis_broken = 1;
+        log_warnx("firehose: redis: %s", r->rc.err);
+        return -1;
+    }
+    r->queued_seq[r->queued++] = ev->seq;
+    if (r->queued == FLUSH_MAX)
+        return reader_flush(r);
+    return 0;
+}
+
+/* Write a frame that is skipped to the dead-letter stream. */
+static void
+reader_dead_letter(struct reader *r, const char *reason, int64_t seq,
+                   const uint8_t *msg, size_t len)
+{
+    char seqs[24], when[24];
+    const char *argv[] = {
+        "XADD",           r->dead_key, "*",  "source", "firehose", "reason",
+        reason,           "seq",       seqs, "time",   when,       "frame",
+        (const char *)msg};
+    size_t lens[13];
+    redisReply *reply;
+
+    if (reader_flush(r) < 0)
+        return;
+    if (seq >= 0)
+        snprintf(seqs, sizeof(seqs), "%lld", (long long)seq);
+    else
+        seqs[0] = '\0';
+    snprintf(when, sizeof(when), "%lld", (long long)stats_now_ms());
+    for (int i = 0; i < 12; i++)
+        lens[i] = strlen(argv[i]);
+    lens[12] = len;
+    if ((reply = reader_command(r, 13, argv, lens)) == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR)
+        log_warnx("firehose: dead letter to %s: %s", r->dead_key, reply->str);
+    else {
+        stats_slot_write_begin(r->slot);
+        r->slot->c.dead_lettered++;
+        stats_slot_write_end(r->slot);
+    }
+    freeReplyObject(reply);
+}
+
+/* ---- one message from the relay -------------------------------------- */
+
+/* Log what a relay says about itself; count the kinds that make no
+ * entry. */
+static void
+reader_note_frame(struct reader *r, const struct frame_event *ev)
+{
+    switch (ev->kind) {
+    case FRAME_SYNC:
+        r->fh.sync++;
+        break;
+    case FRAME_INFO:
+        r->fh.info++;
+        if (strcmp(ev->name, "OutdatedCursor") == 0)
+            log_warnx("firehose: relay: OutdatedCursor (%s): the cursor is "
+                      "older than the relay keeps; it goes on from its "
+                      "oldest event, and the events in between are not in "
+                      "the stream",
+                      ev->message);
+        else
+            log_info("firehose: relay info %s: %s", ev->name, ev->message);
+        break;
+    case FRAME_ERROR:
+        r->fh.relay_errors++;
+        if (strcmp(ev->name, "FutureCursor") == 0)
+            log_error("firehose: relay error FutureCursor (%s): the cursor "
+                      "%lld is ahead of the relay's newest event, so it came "
+                      "from another relay or the relay lost events; "
+                      "retrying with backoff. To read from the live tail "
+                      "instead, delete the key %s",
+                      ev->message, (long long)r->written_seq,
+                      r->cfg->cursor_key);
+        else
+            log_error("firehose: relay error %s: %s; reconnecting with "
+                      "backoff",
+                      ev->name, ev->message);
+        break;
+    default:
+        r->fh.unknown++;
+        reader_warn(r, "frame seq %lld of unknown type '%s' skipped",
+                    (long long)ev->seq, ev->name);
+        break;
+    }
+}
+
+/* relay_message_fn: decode and queue one message. Returns 1 to close the
+ * connection (Redis failed under it). */
+static int
+on_message(void *arg, const uint8_t *msg, size_t len, int oversize)
+{
+    struct reader *r = arg;
+    const char *why = NULL;
+    int64_t seq = -1;
+
+    if (r->redis_broken)
+        return 1;
+    r->fh.frames++;
+    r->fh.last_frame_ms = stats_now_ms();
+    r->last_frame_at = mono_ms();
+    if (oversize) {
+        r->fh.oversize++;
+        (void)frame_seq(msg, len, &seq);
+        reader_warn(r,
+                    "frame seq %lld over firehose_max_frame (%ld bytes) "
+                    "skipped; its first %zu bytes are in %s",
+                    (long long)seq, r->cfg->firehose_max_frame, len,
+                    r->dead_key);
+        reader_dead_letter(r, "frame over firehose_max_frame", seq, msg, len);
+        return r->redis_broken;
+    }
+    if (frame_decode(msg, len, &r->lim, &r->ev, &why) < 0) {
+        r->fh.malformed++;
+        reader_warn(r, "malformed frame seq %lld (%zu bytes) skipped: %s",
+                    (long long)r->ev.seq, len, why);
+        reader_dead_letter(r, why, r->ev.seq, msg, len);
+        return r->redis_broken;
+    }
+    if (r->ev.time_ms > 0)
+        r->fh.last_event_ms = r->ev.time_ms;
+    if (r->ev.type == NULL) {
+        reader_note_frame(r, &r->ev);
+        return 0;
+    }
+    int64_t newest =
+        r->queued > 0 ? r->queued_seq[r->queued - 1] : r->written_seq;
+    if (r->ev.seq >= 0 && r->ev.seq <= newest) {
+        log_debug("firehose: seq %lld again (the stream has up to %lld): "
+                  "skipped",
+                  (long long)r->ev.seq, (long long)newest);
+        return 0;
+    }
+    if (r->ev.too_big) {
+        r->fh.too_big++;
+        reader_warn(r,
+                    "commit seq %lld flagged tooBig: its ops carry no "
+                    "records",
+                    (long long)r->ev.seq);
+    }
+    r->fh.ops_without_record += r->ev.ops_without_record;
+    return reader_queue_entry(r, &r->ev) < 0;
+}
+
+/* ---- the lock, the cursor, trimming ----------------------------------- */
+
+/* Take the reader lock, or renew it. Returns 0, or -1 (logged) when
+ * another reader holds it or Redis failed. */
+static int
+reader_lock(struct reader *r, int renew)
+{
+    static const char renew_script[] =
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0";
+    char ttl[24];
+    redisReply *reply;
+
+    snprintf(ttl, sizeof(ttl), "%d", LOCK_TTL_MS);
+    if (renew) {
+        const char *argv[] = {"EVAL",      renew_script, "1",
+                              r->lock_key, r->token,     ttl};
+        size_t lens[6];
+        for (int i = 0; i < 6; i++)
+            lens[i] = strlen(argv[i]);
+        if ((reply = reader_command(r, 6, argv, lens)) == NULL)
+            return -1;
+        int held = reply->type == REDIS_REPLY_INTEGER && reply->integer == 1;
+        freeReplyObject(reply);
+        if (held)
+            return 0;
+        log_warnx("firehose: the reader lock %s expired under us; taking "
+                  "it again",
+                  r->lock_key);
+    }
+    const char *argv[] = {"SET", r->lock_key, r->token, "NX", "PX", ttl};
+    size_t lens[6];
+    for (int i = 0; i < 6; i++)
+        lens[i] = strlen(argv[i]);
+    if ((reply = reader_command(r, 6, argv, lens)) == NULL)
+        return -1;
+    int ok = reply->type == REDIS_REPLY_STATUS;
+    freeReplyObject(reply);
+    if (ok)
+        return 0;
+
+    char holder[160] = "?";
+    long long left = -1;
+    const char *gargv[] = {"GET", r->lock_key};
+    size_t glens[] = {3, strlen(r->lock_key)};
+    if ((reply = reader_command(r, 2, gargv, glens)) != NULL) {
+        if (reply->type == REDIS_REPLY_STRING)
+            strlcpy(holder, reply->str, sizeof(holder));
+        freeReplyObject(reply);
+    }
+    const char *pargv[] = {"PTTL", r->lock_key};
+    size_t plens[] = {4, strlen(r->lock_key)};
+    if ((reply = reader_command(r, 2, pargv, plens)) != NULL) {
+        if (reply->type == REDIS_REPLY_INTEGER)
+            left = reply->integer;
+        freeReplyObject(reply);
+    }
+    log_error("firehose: another reader (%s) holds the lock %s for %lld ms "
+              "more; two readers would write every event twice. Not "
+              "starting: stop the other one first",
+              holder, r->lock_key, left);
+    return -1;
+}
+
+/* Give the lock back if it is still ours. */
+static void
+reader_unlock(struct reader *r)
+{
+    static const char del_script[] =
+        "if redis.call('get', KEYS[1]) == ARGV[1] then "
+        "return redis.call('del', KEYS[1]) end return 0";
+    const char *argv[] = {"EVAL", del_script, "1", r->lock_key, r->token};
+    size_t lens[5];
+    redisReply *reply;
+
+    for (int i = 0; i < 5; i++)
+        lens[i] = strlen(argv[i]);
+    if ((reply = reader_command(r, 5, argv, lens)) != NULL)
+        freeReplyObject(reply);
+}
+
+/* An integer reply or string reply holding one; -1 otherwise. */
+static long long
+reply_ll(const redisReply *reply)
+{
+    if (reply == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_INTEGER)
+        return reply->integer;
+    if (reply->type == REDIS_REPLY_STRING) {
+        char *end;
+        long long v = strtoll(reply->str, &end, 10);
+        return end != reply->str && *end == '\0' ? v : -1;
+    }
+    return -1;
+}
+
+/* Where to start: the larger of the saved cursor and the seq of the
+ * stream's newest entry (an XADD whose cursor save a crash lost). */
+static int
+reader_read_cursor(struct reader *r)
+{
+    const char *gargv[] = {"GET", r->cfg->cursor_key};
+    size_t glens[] = {3, strlen(r->cfg->cursor_key)};
+    const char *xargv[] = {"XREVRANGE", r->cfg->stream_key, "+", "-", "COUNT",
+                           "1"};
+    size_t xlens[6];
+    redisReply *reply;
+    long long cursor = 0, newest = 0;
+
+    if ((reply = reader_command(r, 2, gargv, glens)) == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_STRING && (cursor = reply_ll(reply)) < 0) {
+        log_warnx("firehose: %s holds '%s', not a seq; ignoring it",
+                  r->cfg->cursor_key, reply->str);
+        cursor = 0;
+    }
+    freeReplyObject(reply);
+    for (int i = 0; i < 6; i++)
+        xlens[i] = strlen(xargv[i]);
+    if ((reply = reader_command(r, 6, xargv, xlens)) == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY &&
+        reply->element[0]->elements == 2) {
+        const redisReply *f = reply->element[0]->element[1];
+        for (size_t i = 0; f->type == REDIS_REPLY_ARRAY && i + 1 < f->elements;
+             i += 2)
+            if (f->element[i]->type == REDIS_REPLY_STRING &&
+                strcmp(f->element[i]->str, "seq") == 0)
+                newest = reply_ll(f->element[i + 1]);
+    }
+    freeReplyObject(reply);
+    if (newest > cursor) {
+        log_info("firehose: the stream's newest entry has seq %lld, past the "
+                 "saved cursor %lld: going on from there",
+                 newest, cursor);
+        cursor = newest;
+    }
+    r->written_seq = cursor > 0 ? cursor : 0;
+    r->fh.cursor_saved = cursor;
+    r->fh.last_seq = r->written_seq;
+    return 0;
+}
+
+struct stream_id {
+    unsigned long long ms, seq;
+};
+
+static int
+id_parse(const char *s, struct stream_id *id)
+{
+    return sscanf(s, "%llu-%llu", &id->ms, &id->seq) == 2 ? 0 : -1;
+}
+
+static int
+id_less(const struct stream_id *a, const struct stream_id *b)
+{
+    return a->ms < b->ms || (a->ms == b->ms && a->seq < b->seq);
+}
+
+/*
+ * The first ID that some consumer group on the stream has not acked, into
+ * *safe: per group its oldest pending entry, or the one after its last
+ * delivered. Returns 1 with *safe set, 0 when the stream has no group (then
+ * nothing is trimmed), -1 when Redis failed.
+ */
+static int
+reader_oldest_unacked(struct reader *r, struct stream_id *safe)
+{
+    const char *argv[] = {"XINFO", "GROUPS", r->cfg->stream_key};
+    size_t lens[] = {5, 6, strlen(r->cfg->stream_key)};
+    redisReply *reply;
+    int found = 0;
+
+    if ((reply = reader_command(r, 3, argv, lens)) == NULL)
+        return -1;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(reply); /* no stream yet */
+        return 0;
+    }
+    for (size_t g = 0; g < reply->elements; g++) {
+        const redisReply *m = reply->element[g];
+        const char *name = NULL, *last = NULL;
+        long long pending = 0;
+        struct stream_id id;
+
+        for (size_t i = 0; m->type == REDIS_REPLY_ARRAY && i + 1 < m->elements;
+             i += 2) {
+            const redisReply *k = m->element[i], *v = m->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(k->str, "name") == 0 && v->type == REDIS_REPLY_STRING)
+                name = v->str;
+            else if (strcmp(k->str, "pending") == 0)
+                pending = reply_ll(v);
+            else if (strcmp(k->str, "last-delivered-id") == 0 &&
+                     v->type == REDIS_REPLY_STRING)
+                last = v->str;
+        }
+        if (name == NULL || last == NULL || id_parse(last, &id) < 0)
+            continue;
+        if (id.seq == ULLONG_MAX) {
+            id.ms++;
+            id.seq = 0;
+        } else {
+            id.seq++;
+        }
+        if (pending > 0) {
+            const char *pargv[] = {"XPENDING", r->cfg->stream_key, name};
+            size_t plens[] = {8, strlen(r->cfg->stream_key), strlen(name)};
+            redisReply *p = reader_command(r, 3, pargv, plens);
+            struct stream_id oldest;
+            if (p == NULL) {
+                freeReplyObject(reply);
+                return -1;
+            }
+            if (p->type == REDIS_REPLY_ARRAY && p->elements >= 2 &&
+                p->element[1]->type == REDIS_REPLY_STRING &&
+                id_parse(p->element[1]->str, &oldest) == 0 &&
+                id_less(&oldest, &id))
+                id = oldest;
+            freeReplyObject(p);
+        }
+        if (!found || id_less(&id, safe))
+            *safe = id;
+        found = 1;
+    }
+    freeReplyObject(reply);
+    return found;
+}
+
+/* Trim what every group acked (stream_trim = acked), read the stream's
+ * length, and pause or resume the reading at the cap. */
+static void
+reader_trim(struct reader *r)
+{
+    long cap = r->cfg->stream_maxlen;
+    int acked = strcmp(r->cfg->stream_trim, "acked") == 0;
+    struct stream_id safe = {0, 0};
+    redisReply *reply;
+
+    if (reader_flush(r) < 0)
+        return;
+    if (acked) {
+        int rv = reader_oldest_unacked(r, &safe);
+        if (rv < 0)
+            return;
+        if (rv > 0) {
+            char minid[48];
+            snprintf(minid, sizeof(minid), "%llu-%llu", safe.ms, safe.seq);
+            const char *argv[] = {"XTRIM", r->cfg->stream_key, "MINID", "~",
+                                  minid};
+            size_t lens[5];
+            for (int i = 0; i < 5; i++)
+                lens[i] = strlen(argv[i]);
+            if ((reply = reader_command(r, 5, argv, lens)) == NULL)
+                return;
+            if (reply->type == REDIS_REPLY_INTEGER)
+                r->fh.trimmed += (uint64_t)reply->integer;
+            freeReplyObject(reply);
+        }
+    }
+    const char *largv[] = {"XLEN", r->cfg->stream_key};
+    size_t llens[] = {4, strlen(r->cfg->stream_key)};
+    if ((reply = reader_command(r, 2, largv, llens)) == NULL)
+        return;
+    r->fh.stream_length = reply_ll(reply);
+    freeReplyObject(reply);
+
+    if (!acked || cap <= 0 || r->fh.stream_length < 0)
+        return;
+    if (!r->paused && r->fh.stream_length >= cap) {
+        r->paused = 1;
+        r->fh.pauses++;
+        r->fh.paused_since_ms = stats_now_ms();
+        log_warnx("firehose: paused: the stream holds %lld entries that "
+                  "some consumer group has not acked, at its cap "
+                  "stream_maxlen %ld; not reading the relay until it is "
+                  "under %.0f%% (resuming from seq %lld)",
+                  (long long)r->fh.stream_length, cap, RESUME_FRACTION * 100,
+                  (long long)r->written_seq);
+        relay_conn_close(r->relay);
+        r->relay = NULL;
+    } else if (r->paused &&
+               (double)r->fh.stream_length < RESUME_FRACTION * (double)cap) {
+        log_info("firehose: resuming after %lld s: the stream holds %lld "
+                 "entries (cap %ld)",
+                 (long long)(stats_now_ms() - r->fh.paused_since_ms) / 1000,
+                 (long long)r->fh.stream_length, cap);
+        r->paused = 0;
+        r->fh.paused_since_ms = 0;
+        r->relay_retry_at = 0;
+    }
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void
+reader_relay_close(struct reader *r)
+{
+    r->relay_bytes_base += relay_conn_bytes(r->relay);
+    relay_conn_close(r->relay);
+    r->relay = NULL;
+}
+
+/* Connect to Redis, take the lock, read the cursor. Returns 0, -1 to
+ * retry later, or an exit code > 0 to end with. */
+static int
+reader_redis_up(struct reader *r)
+{
+    r->redis_broken = 0;
+    r->queued = 0;
+    r->set_queued = 0;
+    if (redis_conn_connect(&r->rc) < 0) {
+        log_warnx("firehose: redis: %s", r->rc.err);
+        return -1;
+    }
+    if (reader_lock(r, 0) < 0)
+        return r->redis_broken ? -1 : EXIT_TEMPFAIL;
+    if (reader_read_cursor(r) < 0)
+        return -1;
+    r->lock_renew_at = mono_ms() + LOCK_RENEW_MS;
+    r->redis_ready = 1;
+    backoff_reset(&r->redis_bo);
+    return 0;
+}
+
+static void
+reader_relay_open(struct reader *r)
+{
+    char err[256], url[CONFIG_STR_MAX];
+
+    r->relay = relay_conn_open(r->cfg->relay_url, r->written_seq,
+                               (size_t)r->cfg->firehose_max_frame, on_message,
+                               r, err, sizeof(err));
+    if (r->relay == NULL) {
+        log_error("firehose: %s", err);
+        r->relay_retry_at = mono_ms() + backoff_next(&r->relay_bo);
+        return;
+    }
+    r->fh.connects++;
+    r->last_frame_at = mono_ms();
+    strlcpy(url, r->cfg->relay_url, sizeof(url));
+    log_info("firehose: connecting to %s, cursor %lld", url,
+             (long long)r->written_seq);
+}
+
+/* Sleep up to ms, watching the flags, the parent and the heartbeat. */
+static void
+reader_wait(struct reader *r, long ms, enum worker_state st)
+{
+    int64_t until = mono_ms() + ms;
+
+    while (!worker_stop_requested && !worker_quit_requested) {
+        int64_t left = until - mono_ms();
+        reader_publish(r, st);
+        if (worker_parent_gone(&r->parent_fd))
+            worker_stop_requested = 1;
+        if (left <= 0)
+            break;
+        (void)poll(NULL, 0, (int)(left < LOOP_WAIT_MS ? left : LOOP_WAIT_MS));
+    }
+}
+
+/* The periodic line: frames/s, the seq and how far behind it is. */
+static void
+reader_log_rate(struct reader *r)
+{
+    int64_t now = mono_ms();
+    double secs = (double)(now - r->log_at) / 1000.0;
+
+    if (r->cfg->stats_interval_ms <= 0 || now < r->next_log_at)
+        return;
+    if (secs > 0 && r->log_at > 0) {
+        double behind =
+            r->fh.last_event_ms > 0
+                ? (double)(stats_now_ms() - r->fh.last_event_ms) / 1000.0
+                : 0;
+        log_info("firehose: %s, %.0f frames/s, %llu entries, seq %lld, "
+                 "%.1f s behind the relay's clock, stream length %lld",
+                 firehose_state_name((enum firehose_state)r->fh.state),
+                 (double)(r->fh.frames - r->log_frames) / secs,
+                 (unsigned long long)r->fh.entries, (long long)r->fh.last_seq,
+                 behind, (long long)r->fh.stream_length);
+    }
+    r->log_frames = r->fh.frames;
+    r->log_at = now;
+    r->next_log_at = now + r->cfg->stats_interval_ms;
+}
+
+/* A graceful stop: what is queued is written, the cursor saved, the lock
+ * given back. */
+static void
+reader_finish(struct reader *r)
+{
+    reader_relay_close(r);
+    if (!r->redis_ready || r->redis_broken)
+        return;
+    if (reader_flush(r) == 0) {
+        reader_queue_cursor(r);
+        if (r->set_queued)
+            (void)reader_flush(r);
+    }
+    if (!r->redis_broken)
+        reader_unlock(r);
+    log_info("firehose: stopped at seq %lld (cursor %s = %lld)",
+             (long long)r->written_seq, r->cfg->cursor_key,
+             (long long)r->fh.cursor_saved);
+}
+
+int
+firehose_run(const struct firehose_options *opt)
+{
+    static struct reader r; /* large: not on the stack */
+    const struct config *cfg = opt->cfg;
+    struct redis_target target;
+    char err[256], host[128];
+    int rc = EXIT_OK;
+
+    memset(&r, 0, sizeof(r));
+    r.cfg = cfg;
+    r.slot = opt->slot ? opt->slot : &private_slot;
+    r.parent_fd = opt->parent_fd;
+    worker_signals_install();
+    if (cfg->relay_url[0] == '\0') {
+        log_error("firehose: relay_url is empty: no relay to read");
+        return EXIT_CONFIG;
+    }
+    if (redis_url_parse(cfg->redis_url, &target, err, sizeof(err)) < 0) {
+        log_error("firehose: redis_url: %s", err);
+        return EXIT_CONFIG;
+    }
+    redis_conn_init(&r.rc, &target, REDIS_CONNECT_MS, cfg->redis_timeout_ms);
+    frame_limits_default(&r.lim);
+    r.lim.max_frame = (size_t)cfg->firehose_max_frame;
+    r.lim.max_block = (size_t)cfg->firehose_max_block;
+    r.lim.max_items = (size_t)cfg->firehose_max_items;
+    r.lim.max_depth = (unsigned)cfg->firehose_max_depth;
+    frame_event_init(&r.ev);
+    config_dead_letter_stream(cfg, r.dead_key, sizeof(r.dead_key));
+    snprintf(r.lock_key, sizeof(r.lock_key), "%s:reader-lock", cfg->stream_key);
+    if (gethostname(host, sizeof(host)) < 0)
+        strlcpy(host, "?", sizeof(host));
+    host[sizeof(host) - 1] = '\0';
+    snprintf(r.token, sizeof(r.token), "%.100s:%d:%lld", host, (int)getpid(),
+             (long long)stats_now_ms());
+    backoff_init(&r.redis_bo, cfg->reconnect_delay_ms,
+                 cfg->reconnect_delay_max_ms);
+    backoff_init(&r.relay_bo, cfg->reconnect_delay_ms,
+                 cfg->reconnect_delay_max_ms);
+    r.fh.stream_length = -1;
+    r.fh.state = FIREHOSE_CONNECTING;
+    stats_slot_write_begin(r.slot);
+    r.slot->pid = (int32_t)getpid();
+    r.slot->started_ms = stats_now_ms();
+    stats_slot_write_end(r.slot);
+    log_info("firehose reader: relay %s into %s, cursor in %s, trim %s "
+             "(stream_maxlen %ld)",
+             cfg->relay_url, cfg->stream_key, cfg->cursor_key, cfg->stream_trim,
+             cfg->stream_maxlen);
+
+    while (!worker_stop_requested && !worker_quit_requested) {
+        int64_t now = mono_ms();
+
+        if (worker_reopen_logs) {
+            worker_reopen_logs = 0;
+            if (log_reopen() < 0)
+                log_warn("cannot reopen the log");
+        }
+        if (worker_parent_gone(&r.parent_fd))
+            break;
+        if (r.redis_broken) {
+            reader_relay_close(&r);
+            redis_conn_close(&r.rc);
+            r.redis_ready = 0;
+            r.redis_broken = 0;
+            r.redis_retry_at = now + backoff_next(&r.redis_bo);
+        }
+        if (!r.redis_ready) {
+            r.fh.state = FIREHOSE_CONNECTING;
+            if (now < r.redis_retry_at) {
+                reader_wait(&r, r.redis_retry_at - now, WORKER_BACKOFF);
+                continue;
+            }
+            int up = reader_redis_up(&r);
+            if (up > 0) {
+                rc = up;
+                break;
+            }
+            if (up < 0) {
+                redis_conn_close(&r.rc);
+                r.redis_retry_at = mono_ms() + backoff_next(&r.redis_bo);
+                continue;
+            }
+            r.next_trim_at = 0;
+        }
+        if (now >= r.next_trim_at) {
+            reader_trim(&r);
+            r.next_trim_at = now + TRIM_INTERVAL_MS;
+        }
+        if (now >= r.lock_renew_at) {
+            if (reader_flush(&r) == 0 && reader_lock(&r, 1) < 0 &&
+                !r.redis_broken) {
+                rc = EXIT_TEMPFAIL;
+                break;
+            }
+            r.lock_renew_at = now + LOCK_RENEW_MS;
+        }
+        if (r.redis_broken)
+            continue;
+        if (r.paused) {
+            r.fh.state = FIREHOSE_PAUSED;
+            reader_log_rate(&r);
+            reader_wait(&r, TRIM_INTERVAL_MS, WORKER_RUNNING);
+            continue;
+        }
+        if (r.relay == NULL) {
+            r.fh.state = FIREHOSE_CONNECTING;
+            if (now < r.relay_retry_at) {
+                reader_wait(&r, r.relay_retry_at - now, WORKER_BACKOFF);
+                continue;
+            }
+            reader_relay_open(&r);
+            continue;
+        }
+
+        relay_conn_service(r.relay, LOOP_WAIT_MS);
+        if (reader_flush(&r) == 0 && r.queued == 0 &&
+            mono_ms() - r.last_flush_ms >= CURSOR_SAVE_MS) {
+            reader_queue_cursor(&r);
+            if (r.set_queued)
+                (void)reader_flush(&r);
+        }
+        switch (relay_conn_state(r.relay)) {
+        case RELAY_OPEN:
+            if (r.fh.state != FIREHOSE_CONNECTED) {
+                log_info("firehose: connected to %s", cfg->relay_url);
+                r.fh.state = FIREHOSE_CONNECTED;
+            }
+            if (r.fh.frames > 0 && mono_ms() - r.last_frame_at > 1000)
+                backoff_reset(&r.relay_bo);
+            if (mono_ms() - r.last_frame_at > cfg->relay_idle_timeout_ms) {
+                log_warnx("firehose: no frame from the relay for %ld ms "
+                          "(relay_idle_timeout_ms); reconnecting",
+                          cfg->relay_idle_timeout_ms);
+                reader_relay_close(&r);
+                r.relay_retry_at = 0;
+            }
+            break;
+        case RELAY_CONNECTING:
+            if (mono_ms() - r.last_frame_at > cfg->relay_idle_timeout_ms) {
+                log_warnx("firehose: connecting to %s took over %ld ms; "
+                          "trying again",
+                          cfg->relay_url, cfg->relay_idle_timeout_ms);
+                reader_relay_close(&r);
+                r.relay_retry_at = mono_ms() + backoff_next(&r.relay_bo);
+            }
+            break;
+        case RELAY_CLOSED: {
+            long delay = backoff_next(&r.relay_bo);
+            log_warnx("firehose: %s: %s; reconnecting in %ld ms from seq "
+                      "%lld",
+                      cfg->relay_url, relay_conn_error(r.relay), delay,
+                      (long long)r.written_seq);
+            reader_set_error(&r, relay_conn_error(r.relay));
+            reader_relay_close(&r);
+            r.fh.state = FIREHOSE_CONNECTING;
+            r.relay_retry_at = mono_ms() + delay;
+            break;
+        }
+        }
+        reader_log_rate(&r);
+        reader_publish(&r, WORKER_RUNNING);
+    }
+    if (worker_quit_requested) {
+        reader_relay_close(&r);
+    } else {
+        reader_publish(&r, WORKER_DRAINING);
+        reader_finish(&r);
+    }
+    r.fh.state = FIREHOSE_OFF;
+    reader_publish(&r, WORKER_DEAD);
+    redis_conn_close(&r.rc);
+    frame_event_free(&r.ev);
+    return rc;
+}
