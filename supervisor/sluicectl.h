@@ -20,6 +20,7 @@ struct ctl_snapshot {
     int64_t taken_ms;
     struct stats_header hdr;
     struct stats_slot slots[STATS_MAX_SLOTS];
+    struct stats_slot firehose; /* the reader's: name "" when none ran */
 };
 
 /* The Redis side of a report: filled when have_group is 1. */

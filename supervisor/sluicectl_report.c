@@ -23,6 +23,7 @@ ctl_snapshot_take(const struct stats_segment *seg, struct ctl_snapshot *snap)
     memcpy(&snap->hdr, &seg->hdr, sizeof(snap->hdr));
     for (int i = 0; i < STATS_MAX_SLOTS; i++)
         stats_slot_read(&seg->slots[i], &snap->slots[i]);
+    stats_slot_read(&seg->firehose, &snap->firehose);
 }
 
 int
@@ -100,6 +101,55 @@ format_rate(char *buf, size_t len, double r)
         snprintf(buf, len, "%.0f", r);
 }
 
+/* The reader's lines of the table, when a reader ran. */
+static void
+print_firehose(FILE *out, const struct ctl_snapshot *snap,
+               const struct ctl_snapshot *prev)
+{
+    const struct stats_slot *s = &snap->firehose;
+    const struct stats_firehose *fh = &s->fh;
+    char up[32], rate[32] = "-", behind[32] = "-";
+
+    if (!ctl_slot_used(s))
+        return;
+    format_uptime(up, sizeof(up),
+                  s->state == WORKER_DEAD ? -1
+                                          : snap->taken_ms - s->started_ms);
+    if (prev != NULL && snap->taken_ms > prev->taken_ms &&
+        fh->frames >= prev->firehose.fh.frames)
+        format_rate(rate, sizeof(rate),
+                    (double)(fh->frames - prev->firehose.fh.frames) * 1000.0 /
+                        (double)(snap->taken_ms - prev->taken_ms));
+    if (fh->last_event_ms > 0)
+        snprintf(behind, sizeof(behind), "%.1f s",
+                 (double)(snap->taken_ms - fh->last_event_ms) / 1000.0);
+    fprintf(out,
+            "firehose reader: %s, pid %d, up %s, %s frames/s, seq %" PRId64
+            ", %s behind the relay's clock, %.1f MiB in\n",
+            s->state == WORKER_DEAD
+                ? "dead"
+                : firehose_state_name((enum firehose_state)fh->state),
+            (int)s->pid, up, rate, fh->last_seq, behind,
+            (double)fh->bytes / (1024.0 * 1024.0));
+    fprintf(out,
+            "  entries %" PRIu64 ", stream length %" PRId64 ", trimmed %" PRIu64
+            ", paused %" PRIu64 " times, %" PRIu64 " connections, %" PRIu64
+            " restarts\n",
+            fh->entries, fh->stream_length, fh->trimmed, fh->pauses,
+            fh->connects, s->c.restarts);
+    fprintf(out,
+            "  skipped: %" PRIu64 " malformed, %" PRIu64 " oversize (%" PRIu64
+            " dead-lettered), %" PRIu64 " unknown, %" PRIu64 " #sync, %" PRIu64
+            " relay errors, %" PRIu64 " tooBig commits\n",
+            fh->malformed, fh->oversize, s->c.dead_lettered, fh->unknown,
+            fh->sync, fh->relay_errors, fh->too_big);
+    if (fh->state == FIREHOSE_PAUSED && fh->paused_since_ms > 0)
+        fprintf(out, "  paused for %.0f s: the stream is at its cap\n",
+                (double)(snap->taken_ms - fh->paused_since_ms) / 1000.0);
+    if (s->last_error[0] != '\0' && fh->state != FIREHOSE_CONNECTED)
+        fprintf(out, "  last error: %s\n", s->last_error);
+}
+
 void
 ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
                 const struct ctl_snapshot *prev, const struct ctl_group *grp)
@@ -158,6 +208,7 @@ ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
             total.dead_lettered, total.redis_errors + total.pg_errors,
             total.deadlocks, total.restarts);
     (void)running;
+    print_firehose(out, snap, prev);
     if (grp == NULL)
         return;
     if (grp->have_group) {
@@ -196,6 +247,56 @@ json_counters(cJSON *obj, const struct stats_counters *c)
     cJSON_AddNumberToObject(obj, "redis_errors", (double)c->redis_errors);
     cJSON_AddNumberToObject(obj, "pg_errors", (double)c->pg_errors);
     cJSON_AddNumberToObject(obj, "restarts", (double)c->restarts);
+}
+
+/* The reader's object, or null when no reader ran. */
+static void
+json_firehose(cJSON *root, const struct stats_slot *s)
+{
+    const struct stats_firehose *fh = &s->fh;
+    cJSON *o;
+
+    if (!ctl_slot_used(s)) {
+        cJSON_AddNullToObject(root, "firehose");
+        return;
+    }
+    o = cJSON_AddObjectToObject(root, "firehose");
+    cJSON_AddStringToObject(
+        o, "state",
+        s->state == WORKER_DEAD
+            ? "dead"
+            : firehose_state_name((enum firehose_state)fh->state));
+    cJSON_AddNumberToObject(o, "pid", s->pid);
+    cJSON_AddNumberToObject(o, "started_ms", (double)s->started_ms);
+    cJSON_AddNumberToObject(o, "heartbeat_ms", (double)s->heartbeat_ms);
+#define FH_NUM(f) cJSON_AddNumberToObject(o, #f, (double)fh->f)
+    FH_NUM(last_seq);
+    FH_NUM(cursor_saved);
+    FH_NUM(last_event_ms);
+    FH_NUM(last_frame_ms);
+    FH_NUM(paused_since_ms);
+    FH_NUM(stream_length);
+    FH_NUM(frames);
+    FH_NUM(bytes);
+    FH_NUM(entries);
+    FH_NUM(malformed);
+    FH_NUM(oversize);
+    FH_NUM(sync);
+    FH_NUM(info);
+    FH_NUM(unknown);
+    FH_NUM(relay_errors);
+    FH_NUM(too_big);
+    FH_NUM(ops_without_record);
+    FH_NUM(connects);
+    FH_NUM(pauses);
+    FH_NUM(trimmed);
+#undef FH_NUM
+    cJSON_AddNumberToObject(o, "dead_lettered", (double)s->c.dead_lettered);
+    cJSON_AddNumberToObject(o, "restarts", (double)s->c.restarts);
+    if (s->last_error[0] != '\0')
+        cJSON_AddStringToObject(o, "last_error", s->last_error);
+    else
+        cJSON_AddNullToObject(o, "last_error");
 }
 
 int
@@ -274,6 +375,7 @@ ctl_print_json(FILE *out, const struct ctl_snapshot *snap,
     }
     total = cJSON_AddObjectToObject(root, "total");
     json_counters(total, &sum);
+    json_firehose(root, &snap->firehose);
 
     if (grp != NULL) {
         group = cJSON_AddObjectToObject(root, "group");
@@ -352,6 +454,99 @@ static const struct prom_counter prom_counters[] = {
     COUNTER(pg_errors, "PostgreSQL errors seen by the worker."),
     COUNTER(restarts, "Restarts of the worker by the supervisor."),
 };
+
+#define FH_COUNTER(field, help)                                                \
+    {                                                                          \
+        "sluice_firehose_" #field "_total", help,                              \
+            offsetof(struct stats_firehose, field)                             \
+    }
+
+static const struct prom_counter prom_firehose_counters[] = {
+    FH_COUNTER(frames, "Messages received from the relay."),
+    FH_COUNTER(bytes, "WebSocket payload bytes received from the relay."),
+    FH_COUNTER(entries, "Entries the reader added to the stream."),
+    FH_COUNTER(malformed, "Frames skipped as malformed (dead-lettered)."),
+    FH_COUNTER(oversize, "Frames over firehose_max_frame (dead-lettered)."),
+    FH_COUNTER(sync, "#sync frames, skipped."),
+    FH_COUNTER(info, "#info frames from the relay."),
+    FH_COUNTER(unknown, "Frames of an unknown type, skipped."),
+    FH_COUNTER(relay_errors, "Error frames from the relay."),
+    FH_COUNTER(too_big, "Commits flagged tooBig (no records)."),
+    FH_COUNTER(ops_without_record, "Create or update ops whose record "
+                                   "block was not in the frame."),
+    FH_COUNTER(connects, "Connections opened to the relay."),
+    FH_COUNTER(pauses, "Times the stream's cap stopped the reading."),
+    FH_COUNTER(trimmed, "Entries trimmed after every group acked them."),
+};
+
+/* The reader's metrics, when a reader ran. */
+static void
+prom_firehose(FILE *out, const struct ctl_snapshot *snap)
+{
+    const struct stats_slot *s = &snap->firehose;
+    const struct stats_firehose *fh = &s->fh;
+    double now_s = (double)snap->taken_ms / 1000.0;
+
+    if (!ctl_slot_used(s))
+        return;
+    for (size_t k = 0;
+         k < sizeof(prom_firehose_counters) / sizeof(prom_firehose_counters[0]);
+         k++) {
+        const struct prom_counter *pc = &prom_firehose_counters[k];
+        uint64_t v;
+
+        memcpy(&v, (const char *)fh + pc->offset, sizeof(v));
+        fprintf(out, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n",
+                pc->name, pc->help, pc->name, pc->name, v);
+    }
+    fprintf(out,
+            "# HELP sluice_firehose_up 1 when the reader process runs.\n"
+            "# TYPE sluice_firehose_up gauge\nsluice_firehose_up %d\n",
+            s->state != WORKER_DEAD && s->state != WORKER_EMPTY);
+    fprintf(out, "# HELP sluice_firehose_state The reader's state (1 for "
+                 "the current one).\n# TYPE sluice_firehose_state gauge\n");
+    for (int st = FIREHOSE_CONNECTING; st < FIREHOSE_STATE_COUNT; st++)
+        fprintf(out, "sluice_firehose_state{state=\"%s\"} %d\n",
+                firehose_state_name((enum firehose_state)st),
+                (int)fh->state == st);
+    fprintf(out,
+            "# HELP sluice_firehose_last_seq Relay seq of the last entry "
+            "written.\n# TYPE sluice_firehose_last_seq gauge\n"
+            "sluice_firehose_last_seq %" PRId64 "\n",
+            fh->last_seq);
+    fprintf(out,
+            "# HELP sluice_firehose_cursor_seq The seq saved as the "
+            "cursor.\n# TYPE sluice_firehose_cursor_seq gauge\n"
+            "sluice_firehose_cursor_seq %" PRId64 "\n",
+            fh->cursor_saved);
+    if (fh->last_event_ms > 0)
+        fprintf(out,
+                "# HELP sluice_firehose_event_lag_seconds Now minus the "
+                "relay's time of the last event read.\n"
+                "# TYPE sluice_firehose_event_lag_seconds gauge\n"
+                "sluice_firehose_event_lag_seconds %.3f\n",
+                now_s - (double)fh->last_event_ms / 1000.0);
+    if (fh->stream_length >= 0)
+        fprintf(out,
+                "# HELP sluice_firehose_stream_length XLEN at the reader's "
+                "last trim check.\n"
+                "# TYPE sluice_firehose_stream_length gauge\n"
+                "sluice_firehose_stream_length %" PRId64 "\n",
+                fh->stream_length);
+    fprintf(out,
+            "# HELP sluice_firehose_dead_lettered_total Frames the reader "
+            "wrote to the dead-letter stream.\n"
+            "# TYPE sluice_firehose_dead_lettered_total counter\n"
+            "sluice_firehose_dead_lettered_total %" PRIu64 "\n",
+            s->c.dead_lettered);
+    if (s->heartbeat_ms > 0)
+        fprintf(out,
+                "# HELP sluice_firehose_heartbeat_age_seconds Time since the "
+                "reader's last heartbeat.\n"
+                "# TYPE sluice_firehose_heartbeat_age_seconds gauge\n"
+                "sluice_firehose_heartbeat_age_seconds %.3f\n",
+                now_s - (double)s->heartbeat_ms / 1000.0);
+}
 
 void
 ctl_print_prometheus(FILE *out, const struct ctl_snapshot *snap,
@@ -512,4 +707,5 @@ ctl_print_prometheus(FILE *out, const struct ctl_snapshot *snap,
             "query.\n# TYPE sluice_group_up gauge\n"
             "sluice_group_up %d\n",
             grp != NULL && grp->have_group ? 1 : 0);
+    prom_firehose(out, snap);
 }
