@@ -124,6 +124,18 @@ read_link(struct cbor *c, const uint8_t **cid, size_t *len)
     return 0;
 }
 
+int
+cbor_link(struct cbor *c, const uint8_t **cid, size_t *len)
+{
+    struct cbor_head h;
+
+    if (cbor_head(c, &h) < 0)
+        return -1;
+    if (h.major != CBOR_TAG)
+        return fail(c, "CBOR CID link expected (tag 42)");
+    return read_link(c, cid, len);
+}
+
 static int
 skip_item(struct cbor *c, unsigned depth)
 {

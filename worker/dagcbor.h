@@ -113,6 +113,13 @@ int cbor_json(struct cbor *c, struct buf *out);
 int cbor_text(struct cbor *c, const uint8_t **s, size_t *len);
 
 /*
+ * Read a CID link item (tag 42 on bytes starting 0x00): *cid points at the
+ * CID's bytes in the input (after the 0x00), *len their count. Returns 0,
+ * or -1 with c->why set (also when the item is of another type).
+ */
+int cbor_link(struct cbor *c, const uint8_t **cid, size_t *len);
+
+/*
  * Append the JSON string of len bytes of UTF-8 at s (quotes included) to
  * out. Returns 0, or -1 with *why set: invalid UTF-8 or out of memory.
  */
