@@ -29,7 +29,8 @@ cbor_init(struct cbor *c, const uint8_t *p, size_t len,
     c->p = p;
     c->end = p + len;
     c->max_items = lim->max_items;
-    c->max_depth = lim->max_depth;
+    c->max_depth = lim->max_depth < CBOR_DEPTH_CEILING ? lim->max_depth
+                                                       : CBOR_DEPTH_CEILING;
     c->why = NULL;
 }
 
@@ -198,12 +199,28 @@ cbor_text(struct cbor *c, const uint8_t **s, size_t *len)
     return 0;
 }
 
-/* 1 for a byte a JSON string can hold as it is: printable ASCII other than
- * the quote and the backslash. */
+/* 1 for a byte a JSON string can hold as it is: ASCII from 0x20 other
+ * than the quote (0x22) and the backslash (0x5c), one row a 16 bytes. */
+/* clang-format off */
 static const uint8_t plain[256] = {
-    [0x20] = 1,          [0x21] = 1, [0x23 ... 0x5b] = 1,
-    [0x5d ... 0x7e] = 1, [0x7f] = 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 };
+/* clang-format on */
 
 static const char hex[] = "0123456789abcdef";
 

@@ -58,6 +58,10 @@ enum cbor_major {
 /* The tag of a CID link. */
 #define CBOR_TAG_CID 42
 
+/* Nesting is followed by recursion: whatever max_depth says, never deeper
+ * than this (a few hundred bytes of stack a level). */
+#define CBOR_DEPTH_CEILING 256
+
 struct cbor_head {
     uint8_t major; /* enum cbor_major */
     uint8_t info;  /* the low five bits of the first byte */
@@ -74,7 +78,8 @@ struct cbor {
 
 /*
  * Start reading len bytes at p, with lim's max_items and max_depth (NULL:
- * the defaults of frame_limits_default()). The reader keeps pointers into
+ * the defaults of frame_limits_default(); max_depth at most
+ * CBOR_DEPTH_CEILING). The reader keeps pointers into
  * p, which the caller owns. Can't fail.
  */
 void cbor_init(struct cbor *c, const uint8_t *p, size_t len,

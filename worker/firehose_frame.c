@@ -307,6 +307,9 @@ common_key(struct decoder *d, const uint8_t *k, size_t klen)
             return cfail(d);
         if (h.major != CBOR_UINT || h.arg > (uint64_t)INT64_MAX)
             return dfail(d, "body seq is not an unsigned 63-bit integer");
+        /* frame_seq() takes the first: a second one is not the same */
+        if (d->ev->seq >= 0)
+            return dfail(d, "body has two seq keys");
         d->ev->seq = (int64_t)h.arg;
         return 1;
     }

@@ -469,6 +469,18 @@ test_limits_and_truncation(void)
     ok(record_fails(deep, 64, "tag 42 on something other"),
        "tags on tags (a tag only holds bytes)");
 
+    /* whatever max_depth says, recursion stops at CBOR_DEPTH_CEILING */
+    {
+        static uint8_t nest[CBOR_DEPTH_CEILING + 8];
+        memset(nest, 0x81, sizeof(nest));
+        nest[sizeof(nest) - 1] = 0x01;
+        frame_limits_default(&lim);
+        lim.max_depth = 1000000;
+        ok(record_fails_lim(nest, sizeof(nest), &lim,
+                            "nesting deeper than max_depth"),
+           "%zu levels under a max_depth of 1,000,000", sizeof(nest));
+    }
+
     /* the commit body has 7 entries: max_items 7 leaves room for it */
     frame_limits_default(&lim);
     lim.max_items = 7;
@@ -764,6 +776,46 @@ test_kinds(void)
     ok(strcmp(frame_kind_name(FRAME_ACCOUNT), "account") == 0 &&
            strcmp(frame_kind_name(FRAME_KIND_COUNT), "?") == 0,
        "frame_kind_name");
+}
+
+/* Inputs the fuzz target found (tests/fuzz/fuzz_frame.c). */
+static void
+test_fuzz_finds(void)
+{
+    /* a body map of 4 entries cut after its seq (an 8-byte head of 0):
+     * frame_seq() reads it, the copy with seq 1 keeps every other byte,
+     * and neither decodes (the copy's map no longer fits its bytes) */
+    static const uint8_t cut[] = {
+        0xa2, 0x61, 0x74, 0x68, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x24, 0x62, 0x6f, 0x70, 0x01, 0xa4, 0x63, 0x73, 0x65, 0x71, 0x1b,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+    struct buf out = {0};
+    int64_t seq = -5;
+
+    ok(frame_seq(cut, sizeof(cut), &seq) == 0 && seq == 0,
+       "a cut frame: its seq read");
+    ok(frame_with_seq(cut, sizeof(cut), 1, &out) == 0 &&
+           out.len == sizeof(cut) - 8 && memcmp(out.p, cut, 21) == 0 &&
+           out.p[21] == 1 && out.p[22] == 0,
+       "its copy with seq 1: a one-byte head, the rest as it was");
+    ok(fails_with(cut, sizeof(cut), NULL, "map keys are text") && ev.seq == 0,
+       "the cut frame does not decode, its seq kept");
+    ok(fails_with((uint8_t *)out.p, out.len, NULL, "map longer than the bytes"),
+       "nor does its copy");
+    buf_free(&out);
+
+    /* frame_seq() takes the first seq: a second is refused */
+    {
+        struct enc e = {.n = 0};
+        header(&e, "#sync");
+        head(&e, CBOR_MAP, 2);
+        text(&e, "seq");
+        head(&e, CBOR_UINT, 1);
+        text(&e, "seq");
+        head(&e, CBOR_UINT, 2);
+        ok(fails_with(e.b, e.n, NULL, "two seq keys") && ev.seq == 1,
+           "a body with two seq keys");
+    }
 }
 
 /* ---- the recorded frames ---- */
@@ -1267,6 +1319,7 @@ main(void)
     test_limits_and_truncation();
     test_car();
     test_kinds();
+    test_fuzz_finds();
 
     if (load_frames(&f) < 0) {
         printf("ok %d # skip %s/frames.bin.zst not there\n", ++tap_run,
