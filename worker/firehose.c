@@ -42,6 +42,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,8 @@ struct reader {
     int64_t last_flush_ms;
 
     int paused;
+    int cap_check;        /* the cap may be reached: check before more */
+    uint64_t since_check; /* entries written since the last XLEN */
     int64_t next_trim_at;
     int64_t last_frame_at; /* monotonic, for relay_idle_timeout */
 
@@ -447,10 +450,48 @@ on_message(void *arg, const uint8_t *msg, size_t len, int oversize)
                     (long long)r->ev.seq);
     }
     r->fh.ops_without_record += r->ev.ops_without_record;
-    return reader_queue_entry(r, &r->ev) < 0;
+    if (reader_queue_entry(r, &r->ev) < 0)
+        return 1;
+    /* At the cap (acked trimming): stop here, before the next frame, and
+     * let the loop check the stream (the frames not read are read again
+     * from the cursor). */
+    r->since_check++;
+    if (strcmp(r->cfg->stream_trim, "acked") == 0 &&
+        r->cfg->stream_maxlen > 0 && r->fh.stream_length >= 0 &&
+        r->fh.stream_length + (int64_t)r->since_check >=
+            r->cfg->stream_maxlen) {
+        r->cap_check = 1;
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- the lock, the cursor, trimming ----------------------------------- */
+
+/* 1 when the lock token "host:pid:ms" names a process of this host that
+ * no longer runs (a reader killed with -9), 0 otherwise. */
+static int
+holder_gone(const char *token)
+{
+    char host[128], mine[128];
+    const char *colon = strrchr(token, ':');
+    long pid;
+
+    if (colon == NULL || gethostname(mine, sizeof(mine)) < 0)
+        return 0;
+    mine[sizeof(mine) - 1] = '\0';
+    const char *pidp = colon;
+    while (pidp > token && pidp[-1] != ':')
+        pidp--;
+    if (pidp == token || (size_t)(pidp - 1 - token) >= sizeof(host))
+        return 0;
+    memcpy(host, token, (size_t)(pidp - 1 - token));
+    host[pidp - 1 - token] = '\0';
+    pid = strtol(pidp, NULL, 10);
+    if (strcmp(host, mine) != 0 || pid <= 1 || pid == (long)getpid())
+        return 0;
+    return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
 
 /* Take the reader lock, or renew it. Returns 0, or -1 (logged) when
  * another reader holds it or Redis failed. */
@@ -506,6 +547,27 @@ reader_lock(struct reader *r, int renew)
         if (reply->type == REDIS_REPLY_INTEGER)
             left = reply->integer;
         freeReplyObject(reply);
+    }
+    if (holder_gone(holder)) {
+        static const char swap_script[] =
+            "if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end "
+            "return 0";
+        const char *sargv[] = {"EVAL", swap_script, "1", r->lock_key,
+                               holder, r->token,    ttl};
+        size_t slens[7];
+        for (int i = 0; i < 7; i++)
+            slens[i] = strlen(sargv[i]);
+        if ((reply = reader_command(r, 7, sargv, slens)) == NULL)
+            return -1;
+        ok = reply->type == REDIS_REPLY_STATUS;
+        freeReplyObject(reply);
+        if (ok) {
+            log_notice("firehose: the reader lock %s was held by %s, a "
+                       "process of this host that is gone: taken over",
+                       r->lock_key, holder);
+            return 0;
+        }
     }
     log_error("firehose: another reader (%s) holds the lock %s for %lld ms "
               "more; two readers would write every event twice. Not "
@@ -718,6 +780,7 @@ reader_trim(struct reader *r)
     if ((reply = reader_command(r, 2, largv, llens)) == NULL)
         return;
     r->fh.stream_length = reply_ll(reply);
+    r->since_check = 0;
     freeReplyObject(reply);
 
     if (!acked || cap <= 0 || r->fh.stream_length < 0)
@@ -1010,6 +1073,14 @@ firehose_run(const struct firehose_options *opt)
             }
             break;
         case RELAY_CLOSED: {
+            if (r.cap_check) {
+                /* on_message stopped at the stream's cap */
+                r.cap_check = 0;
+                reader_relay_close(&r);
+                r.next_trim_at = 0;
+                r.relay_retry_at = 0;
+                break;
+            }
             long delay = backoff_next(&r.relay_bo);
             log_warnx("firehose: %s: %s; reconnecting in %ld ms from seq "
                       "%lld",
