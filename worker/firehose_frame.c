@@ -765,6 +765,8 @@ frame_decode(const uint8_t *msg, size_t len, const struct frame_limits *lim,
     } else if (op == -1) {
         ev->kind = FRAME_ERROR;
         r = decode_other(&d, "error");
+        if (r == 0 && ev->name[0] == '\0')
+            strcpy(ev->name, "error");
     } else if (t == NULL) {
         r = dfail(&d, "frame header without t");
     } else {

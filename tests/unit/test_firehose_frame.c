@@ -736,6 +736,15 @@ test_kinds(void)
     e.n = 0;
     head(&e, CBOR_MAP, 1);
     text(&e, "op");
+    head(&e, CBOR_NEGINT, 0);
+    head(&e, CBOR_MAP, 0);
+    ok(frame_decode(e.b, e.n, NULL, &ev, &why) == 0 && ev.kind == FRAME_ERROR &&
+           strcmp(ev.name, "error") == 0 && ev.message[0] == '\0',
+       "an error frame without error or message: name 'error'");
+
+    e.n = 0;
+    head(&e, CBOR_MAP, 1);
+    text(&e, "op");
     head(&e, CBOR_UINT, 2);
     head(&e, CBOR_MAP, 0);
     ok(fails_with(e.b, e.n, NULL, "op is not 1 or -1"), "op 2");
