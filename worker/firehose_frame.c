@@ -265,6 +265,8 @@ struct commit_parts {
     size_t car_len;
     const uint8_t *repo; /* the repo DID (text) */
     size_t repo_len;
+    const uint8_t *rev; /* the commit's rev (text), NULL when absent */
+    size_t rev_len;
 };
 
 /* What frame_decode() carries from one step to the next. */
@@ -272,6 +274,8 @@ struct decoder {
     struct cbor c;                  /* over the whole message */
     const struct frame_limits *lim; /* never NULL */
     struct frame_event *ev;
+    const uint8_t *time; /* the body's time text as sent, NULL when absent */
+    size_t time_len;
     const char *why;
 };
 
@@ -317,6 +321,8 @@ common_key(struct decoder *d, const uint8_t *k, size_t klen)
         if (cbor_text(&d->c, &s, &len) < 0)
             return cfail(d);
         d->ev->time_ms = parse_time(s, len);
+        d->time = s;
+        d->time_len = len;
         return 1;
     }
     return 0;
@@ -616,6 +622,10 @@ decode_commit(struct decoder *d)
             if (text_or_null(d, &cp.repo, &cp.repo_len,
                              "commit repo is not text") < 0)
                 return -1;
+        } else if (key_is(k, klen, "rev")) {
+            if (text_or_null(d, &cp.rev, &cp.rev_len,
+                             "commit rev is not text") < 0)
+                return -1;
         } else if (key_is(k, klen, "ops")) {
             if (d->c.p < d->c.end && (*d->c.p >> 5) != CBOR_ARRAY)
                 return dfail(d, "commit ops is not an array");
@@ -652,6 +662,15 @@ decode_commit(struct decoder *d)
         return dfail(d, "out of memory");
     if (cbor_json_string(&ev->data, cp.repo, cp.repo_len, &d->why) < 0)
         return -1;
+    /* rev and time as the relay sent them: the sink reads both */
+    if (cp.rev &&
+        (PUT(&ev->data, ",\"rev\":") < 0 ||
+         cbor_json_string(&ev->data, cp.rev, cp.rev_len, &d->why) < 0))
+        return d->why ? -1 : dfail(d, "out of memory");
+    if (d->time &&
+        (PUT(&ev->data, ",\"time\":") < 0 ||
+         cbor_json_string(&ev->data, d->time, d->time_len, &d->why) < 0))
+        return d->why ? -1 : dfail(d, "out of memory");
     if (PUT(&ev->data, ",\"ops\":[") < 0)
         return dfail(d, "out of memory");
     cbor_init(&c, cp.ops, cp.ops_len, d->lim);
@@ -758,6 +777,8 @@ frame_decode(const uint8_t *msg, size_t len, const struct frame_limits *lim,
     cbor_init(&d.c, msg, len, lim);
     d.lim = lim;
     d.ev = ev;
+    d.time = NULL;
+    d.time_len = 0;
     d.why = NULL;
 
     if (decode_header(&d, &op, &t, &tlen) < 0) {

@@ -8,7 +8,8 @@
  * record by CID. frame_decode() checks every CID against its block's
  * SHA-256, finds each op's record and writes the entry's data as JSON:
  *
- *   commit    {"repo": did, "ops": [{"action", "path", "cid", "record"}]}
+ *   commit    {"repo": did, "rev": rev, "time": time,
+ *              "ops": [{"action", "path", "cid", "record"}]}
  *             (a delete has no cid and no record)
  *   identity  {"did": did, "handle": handle or null}
  *   account   {"did": did, "active": bool, "status": s (when present)}

@@ -345,12 +345,15 @@ test_cbor_json(void)
     cid_of(rec, n, cid);
     cbor_cid_string(&cidstr, cid, sizeof(cid));
     snprintf(want, sizeof(want),
-             "{\"repo\":\"did:plc:test\",\"ops\":[{\"action\":\"create\","
+             "{\"repo\":\"did:plc:test\",\"rev\":\"3mptbypluud2a\","
+             "\"time\":\"2026-07-04T14:38:07.877Z\","
+             "\"ops\":[{\"action\":\"create\","
              "\"path\":\"app.bsky.feed.like/3abc\",\"cid\":\"%.*s\","
              "\"record\":{\"v\":1,\"$type\":\"x\"}}]}",
              (int)cidstr.len, cidstr.p);
     buf_free(&cidstr);
-    is_str(record_json("\x01", 1), want, "a whole commit entry");
+    is_str(record_json("\x01", 1), want,
+           "a whole commit entry, with its rev and time as sent");
     ok(ev.kind == FRAME_COMMIT && ev.seq == 77 && ev.ops == 1 &&
            ev.ops_without_record == 0 && strcmp(ev.type, "commit") == 0 &&
            strcmp(ev.name, "commit") == 0 && ev.too_big == 0,
@@ -605,7 +608,9 @@ test_car(void)
     build_commit(&e, "delete", rec, sizeof(rec), SPOIL_NONE);
     ok(frame_decode(e.b, e.n, NULL, &ev, &why) == 0 && ev.ops == 1 &&
            ev.ops_without_record == 0 &&
-           data_is("{\"repo\":\"did:plc:test\",\"ops\":[{\"action\":\"delete\","
+           data_is("{\"repo\":\"did:plc:test\",\"rev\":\"3mptbypluud2a\","
+                   "\"time\":\"2026-07-04T14:38:07.877Z\","
+                   "\"ops\":[{\"action\":\"delete\","
                    "\"path\":\"app.bsky.feed.like/3abc\"}]}"),
        "a delete: action and path only");
     e.n = 0;
@@ -1037,6 +1042,15 @@ compare_line(const cJSON *line, struct decoded *d, size_t n, int lineno)
             diag("line %d (%s): cid %s, expected %s", lineno, path,
                  got_cid ? got_cid : "none", cid ? cid : "none");
             bad = 1;
+        }
+        {
+            const char *rev = str_of(c, "rev");
+            const char *got_rev = str_of(e->data, "rev");
+            if (rev == NULL || got_rev == NULL || strcmp(rev, got_rev) != 0) {
+                diag("line %d (%s): rev %s, expected %s", lineno, path,
+                     got_rev ? got_rev : "none", rev ? rev : "none");
+                bad = 1;
+            }
         }
         rec = cJSON_GetObjectItemCaseSensitive(c, "record");
         got_rec = cJSON_GetObjectItemCaseSensitive(o, "record");
