@@ -505,13 +505,11 @@ config_firehose_equal(const struct config *a, const struct config *b)
     return memcmp(&x, a, sizeof(x)) == 0;
 }
 
-int
-config_validate(const struct config *cfg, char *err, size_t errlen)
+/* Every cross-field check but the ones that depend on the role. */
+static int
+validate_common(const struct config *cfg, char *err, size_t errlen)
 {
     const char *where = "configuration";
-    if (cfg->database_url[0] == '\0')
-        return config_error(err, errlen, where, "database_url",
-                            "required (or DATABASE_URL in the environment)");
     if (cfg->redis_url[0] == '\0')
         return config_error(err, errlen, where, "redis_url", "empty");
     if (cfg->stream_key[0] == '\0')
@@ -576,8 +574,18 @@ config_validate(const struct config *cfg, char *err, size_t errlen)
 }
 
 int
-config_load(struct config *cfg, const char *path, char *const *options,
-            int noptions, char *err, size_t errlen)
+config_validate(const struct config *cfg, char *err, size_t errlen)
+{
+    if (cfg->database_url[0] == '\0')
+        return config_error(err, errlen, "configuration", "database_url",
+                            "required (or DATABASE_URL in the environment)");
+    return validate_common(cfg, err, errlen);
+}
+
+/* The defaults, the file, the environment and the options, unchecked. */
+static int
+load_sources(struct config *cfg, const char *path, char *const *options,
+             int noptions, char *err, size_t errlen)
 {
     config_defaults(cfg);
     if (path != NULL && config_load_file(cfg, path, err, errlen) < 0)
@@ -587,7 +595,29 @@ config_load(struct config *cfg, const char *path, char *const *options,
     for (int i = 0; i < noptions; i++)
         if (config_set_option(cfg, options[i], err, errlen) < 0)
             return -1;
+    return 0;
+}
+
+int
+config_load(struct config *cfg, const char *path, char *const *options,
+            int noptions, char *err, size_t errlen)
+{
+    if (load_sources(cfg, path, options, noptions, err, errlen) < 0)
+        return -1;
     return config_validate(cfg, err, errlen);
+}
+
+int
+config_load_reader(struct config *cfg, const char *path, char *const *options,
+                   int noptions, char *err, size_t errlen)
+{
+    if (load_sources(cfg, path, options, noptions, err, errlen) < 0)
+        return -1;
+    if (cfg->relay_url[0] == '\0')
+        return config_error(err, errlen, "configuration", "relay_url",
+                            "required by --firehose (or RELAY_URL in the "
+                            "environment)");
+    return validate_common(cfg, err, errlen);
 }
 
 const char *

@@ -119,6 +119,15 @@ int config_validate(const struct config *cfg, char *err, size_t errlen);
 int config_load(struct config *cfg, const char *path, char *const *options,
                 int noptions, char *err, size_t errlen);
 
+/*
+ * The same for the firehose reader run alone (sluiced --firehose): it never
+ * opens PostgreSQL, so database_url may be empty, and relay_url is
+ * required.
+ */
+int config_load_reader(struct config *cfg, const char *path,
+                       char *const *options, int noptions, char *err,
+                       size_t errlen);
+
 /* The dead-letter stream: dead_letter_stream, or "<stream_key>:dead".
  * Returns a pointer into cfg or into the static buffer buf. */
 const char *config_dead_letter_stream(const struct config *cfg, char *buf,

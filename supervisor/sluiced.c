@@ -192,8 +192,9 @@ main(int argc, char **argv, char **envp)
         return EXIT_USAGE;
     }
 
-    if (config_load(&cfg, config_path, set_options, nset, err, sizeof(err)) <
-        0) {
+    /* the reader alone never opens PostgreSQL: no database_url needed */
+    if ((firehose ? config_load_reader : config_load)(
+            &cfg, config_path, set_options, nset, err, sizeof(err)) < 0) {
         fprintf(stderr, "sluiced: configuration refused: %s\n", err);
         return EXIT_CONFIG;
     }

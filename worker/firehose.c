@@ -98,7 +98,7 @@ struct reader {
     int set_queued;
     int64_t set_value;
     int64_t written_seq; /* highest seq whose XADD succeeded */
-    int64_t last_flush_ms;
+    int64_t last_flush_ms; /* the last pipeline that carried XADDs */
 
     int paused;
     int cap_check;        /* the cap may be reached: check before more */
@@ -243,8 +243,9 @@ reader_flush(struct reader *r)
         }
         freeReplyObject(reply);
     }
+    if (r->queued > 0)
+        r->last_flush_ms = mono_ms(); /* a quiet relay is timed from here */
     r->queued = 0;
-    r->last_flush_ms = mono_ms();
     if (rv == 0)
         r->fh.last_seq = r->written_seq;
     return rv;
