@@ -12,12 +12,15 @@
 # of a follow, block or list item); profile fields (avatar and banner CIDs);
 # createdAt in UTC (or the entry's time when a record has none). The same
 # lines fed directly as Jetstream entries (input_format = jetstream) give
-# the same tables.
+# the same tables. The raw relay frames the same events were decoded from
+# (frames.bin.zst) go through the firehose reader (sluiced --firehose,
+# from a test relay) and give the same tables too.
 use strict;
 use warnings;
 use lib 'tests/lib';
 use SluiceRig;
 use AtprotoTables qw($COUNTERS_WRONG wait_counters_folded);
+use TestRelay;
 use Test::More;
 use JSON::PP;
 use Encode ();
@@ -218,9 +221,29 @@ sub kv {       # "key=value" lines of a query as a hash
 }
 sub lit { my ($v) = @_; return 'NULL' unless defined $v; $v =~ s/'/''/g; return "'$v'" }
 
+# The stream ID of the entry that carries each line: the nth entry, or
+# for entries the firehose reader wrote (a commit may carry several ops),
+# the one holding the line's op.
+sub line_ids {
+    my ($stream, $lines, $by_op) = @_;
+    my @e = $rig->stream_entries($stream);
+    return map { $_->[0] } @e unless $by_op;
+    my %at;
+    for my $e (@e) {
+        my $d = decode_json($e->[1]{data});
+        if ($e->[1]{type} ne 'commit') { $at{"$e->[1]{type} $d->{did}"} = $e->[0]; next }
+        $at{"$d->{repo} $_->{action} $_->{path}"} = $e->[0] for @{ $d->{ops} };
+    }
+    return map {
+        my $j = decode_json($_);
+        my $c = $j->{commit};
+        $at{ $c ? "$j->{did} $c->{operation} $c->{collection}/$c->{rkey}" : "$j->{kind} $j->{did}" } // '0-0'
+    } @$lines;
+}
+
 sub check_db {
-    my ($db, $m, $name, $stream) = @_;
-    my @ids = map { $_->[0] } $rig->stream_entries($stream);
+    my ($db, $m, $name, $stream, $ids) = @_;
+    my @ids = @$ids;
     my %posts = map { my $u = delete $_->{uri}; ($u => $_) } @{ jrows($db,
         'SELECT uri, author_did, cid, text, langs, embed, facets, parent_uri, root_uri, commit_rev FROM posts') };
     is_deeply([sort keys %posts], [sort keys %{ $m->{posts} || {} }], "$name: posts, the live ones ("
@@ -308,41 +331,55 @@ sub dump_tables {
 # ---- one file, two ways --------------------------------------------------------------
 my $nfile = 0;
 sub run_file {
-    my ($file, $extra) = @_;
+    my ($file, $extra, @frames) = @_;
     my @lines = read_lines("$DATA/$file");
     my $m = model(@lines);
     $extra->($m, \@lines) if $extra;
     my $n = ++$nfile;
     my %dbs;
-    for my $way (qw(replay jetstream)) {
+    for my $way ('replay', 'jetstream', @frames ? 'firehose' : ()) {
         my $db = "f${n}_$way";
         my $stream = "$db:events";
         $rig->create_database($db);
         my $conf = $rig->write_config(database_url => $rig->database_url_for($db), stream_key => $stream,
-            input_format => ($way eq 'replay' ? 'stream' : 'jetstream'), batch_size => 20,
+            input_format => ($way eq 'jetstream' ? 'jetstream' : 'stream'), batch_size => 20,
             batch_timeout_ms => 50, block_ms => 200, claim_idle_ms => 60000, claim_interval_ms => 60000);
         my $r = $rig->run($sluiced, '-c', $conf, '--init-schema');
         is($r->[0], 0, "$file, $way: schema") or diag($r->[1]);
         if ($way eq 'replay') {
             $r = $rig->run($rig->bin('sluice-replay'), '-u', $rig->redis_url, '-k', $stream, "$DATA/$file");
             is($r->[0], 0, "$file: sluice-replay loaded it") or diag($r->[1]);
-        } else {
+        } elsif ($way eq 'jetstream') {
             like($rig->redis_batch(map { ['XADD', $stream, '*', 'data', $_] } @lines), qr/errors: 0\b/,
                 "$file: lines added as Jetstream entries");
+        } else {
+            # the reader alone (no database), from a relay playing the frames
+            my ($url) = TestRelay::start($rig, \@frames);
+            my $last = TestRelay::frame_seq($frames[-1]);
+            my $fconf = $rig->write_config(stream_key => $stream, relay_url => $url,
+                cursor_key => "$db:cursor", database_url => undef);
+            my $fpid = $rig->spawn("fh-$db", $sluiced, '-c', $fconf, '--firehose');
+            ok($rig->wait_until(sub { ($rig->redis('GET', "$db:cursor") // '') eq $last }, 30),
+                "$file: the firehose reader wrote the frames and saved the cursor ($last)");
+            kill 'TERM', $fpid;
+            is($rig->wait_exit($fpid, 30), 0, "$file: the firehose reader exits cleanly");
         }
-        is($rig->redis('XLEN', $stream), scalar @lines, "$file, $way: one entry per line");
+        is($rig->redis('XLEN', $stream), $way eq 'firehose' ? scalar @frames : scalar @lines,
+            "$file, $way: one entry per " . ($way eq 'firehose' ? 'frame' : 'line'));
         my $pid = $rig->spawn("w-$db", $sluiced, '-c', $conf, '--worker', "rec-$db");
         ok($rig->wait_drained($stream, $group, 60) && wait_counters_folded($rig, $db),
             "$file, $way: drained, nothing pending, lag 0, counters folded");
         is(scalar($rig->stream_entries("$stream:dead")) // 0, 0, "$file, $way: no dead letters");
-        check_db($db, $m, "$file, $way", $stream);
+        check_db($db, $m, "$file, $way", $stream, [line_ids($stream, \@lines, $way eq 'firehose')]);
         kill 'TERM', $pid;
         is($rig->wait_exit($pid, 30), 0, "$file, $way: worker exits cleanly");
         $dbs{$way} = dump_tables($db);
     }
-    my @diff = grep { $dbs{replay}{$_} ne $dbs{jetstream}{$_} } sort keys %COLS;
-    is("@diff", '', "$file: replayed entries and Jetstream entries give the same tables");
-    is($dbs{jetstream}{$_}, $dbs{replay}{$_}, "$file: $_ (jetstream vs replay)") for @diff[0 .. ($#diff < 2 ? $#diff : 2)];
+    for my $way (grep { $_ ne 'replay' } sort keys %dbs) {
+        my @diff = grep { $dbs{replay}{$_} ne $dbs{$way}{$_} } sort keys %COLS;
+        is("@diff", '', "$file: replayed entries and $way entries give the same tables");
+        is($dbs{$way}{$_}, $dbs{replay}{$_}, "$file: $_ ($way vs replay)") for @diff[0 .. ($#diff < 2 ? $#diff : 2)];
+    }
     return $m;
 }
 
@@ -362,7 +399,8 @@ run_file('expected_v1.jsonl', sub {
     note('expected_v1.jsonl implies ' . join(', ', map { scalar(keys %{ $m->{$_} || {} }) . " $_" }
         qw(posts likes reposts follows blocks generic notifications users)));
     is(scalar(keys %{ $m->{generic} }), 2, 'expected_v1.jsonl: two records of collections without a table');
-});
+}, TestRelay::recorded_frames($rig));
+note('frames.bin.zst absent: the firehose way of expected_v1.jsonl not run') unless TestRelay::recorded_frames($rig);
 run_file('golden_v1.jsonl', sub {
     my ($m) = @_;
     is(scalar(keys %{ $m->{profiles} || {} }), 1, 'golden_v1.jsonl: one profile');
