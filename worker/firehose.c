@@ -97,7 +97,7 @@ struct reader {
     int64_t queued_seq[FLUSH_MAX];
     int set_queued;
     int64_t set_value;
-    int64_t written_seq; /* highest seq whose XADD succeeded */
+    int64_t written_seq;   /* highest seq whose XADD succeeded */
     int64_t last_flush_ms; /* the last pipeline that carried XADDs */
 
     int paused;
@@ -549,6 +549,12 @@ reader_lock(struct reader *r, int renew)
             left = reply->integer;
         freeReplyObject(reply);
     }
+    if (strcmp(holder, r->token) == 0) {
+        /* ours already: Redis came back from a snapshot taken while we
+         * held it */
+        log_info("firehose: the reader lock %s is still ours", r->lock_key);
+        return reader_lock(r, 1);
+    }
     if (holder_gone(holder)) {
         static const char swap_script[] =
             "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -763,9 +769,15 @@ reader_trim(struct reader *r)
             return;
         if (rv > 0) {
             char minid[48];
+            /* Near the cap, trim exactly: "~" removes whole nodes of the
+             * stream only (stream-node-max-entries, 100 by default), so
+             * a small cap could otherwise never go under RESUME_FRACTION */
+            int near_cap =
+                cap > 0 && (r->paused || (double)r->fh.stream_length >=
+                                             RESUME_FRACTION * (double)cap);
             snprintf(minid, sizeof(minid), "%llu-%llu", safe.ms, safe.seq);
-            const char *argv[] = {"XTRIM", r->cfg->stream_key, "MINID", "~",
-                                  minid};
+            const char *argv[] = {"XTRIM", r->cfg->stream_key, "MINID",
+                                  near_cap ? "=" : "~", minid};
             size_t lens[5];
             for (int i = 0; i < 5; i++)
                 lens[i] = strlen(argv[i]);

@@ -123,8 +123,11 @@ on_receive(struct relay_conn *rc, struct lws *wsi, const void *in, size_t len)
         rc->oversize = 0;
         rc->binary = lws_frame_is_binary(wsi);
     }
-    if (!rc->oversize && rc->msg.len + len > rc->max_frame)
-        rc->oversize = 1;
+    if (!rc->oversize && rc->msg.len + len > rc->max_frame) {
+        rc->oversize = 1; /* from here on only its start is kept */
+        if (rc->msg.len > RELAY_OVERSIZE_KEEP)
+            rc->msg.len = RELAY_OVERSIZE_KEEP;
+    }
     size_t room = rc->oversize ? (rc->msg.len < RELAY_OVERSIZE_KEEP
                                       ? RELAY_OVERSIZE_KEEP - rc->msg.len
                                       : 0)
