@@ -7,7 +7,7 @@
 use strict;
 use warnings;
 use lib 'tests/lib';
-use SluiceRig;
+use SluiceRig qw(proc_title);
 use Test::More;
 use Time::HiRes qw(sleep time);
 use JSON::PP qw(decode_json);
@@ -32,16 +32,6 @@ is($r->[0], 0, 'schema applied') or diag($r->[1]);
 
 # ---- helpers -------------------------------------------------------------
 
-sub title {
-    my ($pid) = @_;
-    open my $fh, '<', "/proc/$pid/cmdline" or return '';
-    local $/;
-    my $t = <$fh> // '';
-    $t =~ s/\0+$//;
-    $t =~ s/\0/ /g;
-    return $t;
-}
-
 # Children of $ppid as { title => pid }.
 sub workers_of {
     my ($ppid) = @_;
@@ -54,7 +44,7 @@ sub workers_of {
         next unless $pp == $ppid;
         my ($state) = split ' ', $rest;
         next if $state eq 'Z';
-        my $t = title($pid);
+        my $t = proc_title($pid);
         $w{$1} = $pid if $t =~ /^sluiced: worker (\S+)/;
     }
     return \%w;
@@ -83,7 +73,7 @@ ok($rig->wait_until(sub { keys %{ workers_of($sup) } == 3 }, 30),
 my $w = workers_of($sup);
 is_deeply([sort keys %$w], [qw(test-1 test-2 test-3)],
     'workers are named CONSUMER_ID-n in their process titles');
-is(title($sup), "sluiced: supervisor $stream/$group",
+is(proc_title($sup), "sluiced: supervisor $stream/$group",
     'the supervisor names stream and group in its title');
 
 # ---- kill -9 under load --------------------------------------------------
@@ -152,7 +142,7 @@ ok($rig->wait_until(sub {
     $repl = workers_of($sup)->{'test-1'};
     defined $repl && $repl != $hung }, 40),
     'a stopped worker is replaced');
-ok(!kill(0, $hung) || (title($hung) eq ''), 'the stopped worker is gone');
+ok(!kill(0, $hung) || (proc_title($hung) eq ''), 'the stopped worker is gone');
 like($rig->log_text('sluiced'),
     qr/worker test-1 \(pid $hung\): no heartbeat for \d+ ms \(worker_timeout 3000 ms\); killing it/,
     'the supervisor says it killed the hung worker and why');

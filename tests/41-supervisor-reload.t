@@ -8,7 +8,7 @@
 use strict;
 use warnings;
 use lib 'tests/lib';
-use SluiceRig;
+use SluiceRig qw(proc_title);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -30,16 +30,6 @@ my $conf = $rig->write_config(%base, parallel_consumers => 2);
 my $r = $rig->run($rig->bin('sluiced'), '-c', $conf, '--init-schema');
 is($r->[0], 0, 'schema applied') or diag($r->[1]);
 
-sub title {
-    my ($pid) = @_;
-    open my $fh, '<', "/proc/$pid/cmdline" or return '';
-    local $/;
-    my $t = <$fh> // '';
-    $t =~ s/\0+$//;
-    $t =~ s/\0/ /g;
-    return $t;
-}
-
 sub workers_of {
     my ($ppid) = @_;
     my %w;
@@ -49,7 +39,7 @@ sub workers_of {
         my ($pid, $rest) = $s =~ /^(\d+) \(.*\) (.*)$/ or next;
         my ($state, $pp) = split ' ', $rest;
         next if $pp != $ppid || $state eq 'Z';
-        $w{$1} = $pid if title($pid) =~ /^sluiced: worker (\S+)/;
+        $w{$1} = $pid if proc_title($pid) =~ /^sluiced: worker (\S+)/;
     }
     return \%w;
 }

@@ -12,7 +12,7 @@
 use strict;
 use warnings;
 use lib 'tests/lib';
-use SluiceRig;
+use SluiceRig qw(proc_title);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -40,16 +40,6 @@ my $conf = $rig->write_config(%base);
 my $r = $rig->run($rig->bin('sluiced'), '-c', $conf, '--init-schema');
 is($r->[0], 0, 'schema applied') or diag($r->[1]);
 
-sub title {
-    my ($pid) = @_;
-    open my $fh, '<', "/proc/$pid/cmdline" or return '';
-    local $/;
-    my $t = <$fh> // '';
-    $t =~ s/\0+$//;
-    $t =~ s/\0/ /g;
-    return $t;
-}
-
 # Live (non-zombie) processes whose title starts with $prefix, as
 # { pid => [ppid, uid] }.
 sub procs_titled {
@@ -61,7 +51,7 @@ sub procs_titled {
         my ($pid, $rest) = $s =~ /^(\d+) \(.*\) (.*)$/ or next;
         my ($state, $pp) = split ' ', $rest;
         next if $state eq 'Z';
-        next unless index(title($pid), $prefix) == 0;
+        next unless index(proc_title($pid), $prefix) == 0;
         my $uid = (stat "/proc/$pid")[4];
         $p{$pid} = [$pp, $uid];
     }

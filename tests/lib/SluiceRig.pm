@@ -29,6 +29,8 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use POSIX qw(:sys_wait_h setsid);
 use Test::More;
+use Exporter 'import';
+our @EXPORT_OK = qw(proc_title);
 use Time::HiRes qw(sleep time);
 
 my $PGBIN = '/usr/lib/postgresql/15/bin';
@@ -92,6 +94,18 @@ sub _pidfile_note {
 }
 
 sub _pidfile_forget { my ($self, $tag) = @_; unlink "$self->{dir}/pids/$tag"; }
+
+# The process title of $pid (its /proc cmdline, words joined by blanks;
+# '' when it is gone): "sluiced: worker test-1", "sluiced: firehose URL".
+sub proc_title {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/cmdline" or return '';
+    local $/;
+    my $t = <$fh> // '';
+    $t =~ s/\0+$//;
+    $t =~ s/\0/ /g;
+    return $t;
+}
 
 # ---- redis -------------------------------------------------------------
 
