@@ -16,6 +16,8 @@
 #   - bad frames (truncated, garbage CBOR, an unknown t, over
 #     firehose_max_frame, a block whose bytes do not match its CID): each
 #     dead-lettered with its reason or logged, the rest written;
+#   - #info OutdatedCursor and a FutureCursor error frame: logged with what
+#     they mean; after an error frame the reader reconnects with backoff;
 #   - stream_trim = acked with a stopped consumer group: the stream stops
 #     at stream_maxlen, nothing unacked is trimmed (every group counts),
 #     the reading resumes as the groups ack, every seq once in the end;
@@ -221,6 +223,27 @@ my $WHOLE = sprintf('%d entries, 0 missing, 0 twice, in order', scalar @FRAMES);
     like($rig->log_text($name), qr/malformed frame seq $SEQS[10] \(\d+ bytes\) skipped: /, 'bad frames: the malformed frame is logged');
     ok(kill(0, $pid), 'bad frames: the reader is still up');
     stop_reader($pid, 'bad frames');
+}
+
+# ---- what a relay says: #info OutdatedCursor, an error frame ------------------------------
+{
+    my $t = sub { chr(0x60 + length $_[0]) . $_[0] };    # CBOR text under 24 bytes
+    my $info = "\xa2" . $t->('op') . "\x01" . $t->('t') . $t->('#info')
+      . "\xa2" . $t->('name') . $t->('OutdatedCursor') . $t->('message') . $t->('too old here');
+    my $future = "\xa1" . $t->('op') . "\x20"    # op: -1
+      . "\xa2" . $t->('error') . $t->('FutureCursor') . $t->('message') . $t->('cursor ahead');
+    my ($url) = TestRelay::start($rig, [$info, @FRAMES[0 .. 4], $future]);
+    my ($pid, $name) = start_reader('say', $url);
+    ok($rig->wait_until(sub { $rig->log_text($name) =~ /connecting to \S+, cursor $SEQS[4]\b/ }, 30),
+        'an error frame: the reader closes the connection and comes back with its cursor');
+    my $log = $rig->log_text($name);
+    like($log, qr/relay: OutdatedCursor \(too old here\): the cursor is older than the relay keeps/,
+        '#info OutdatedCursor: logged with what it means');
+    like($log, qr/relay error FutureCursor \(cursor ahead\): the cursor \d+ is ahead of the relay's newest event.* delete the key say:cursor/,
+        'FutureCursor: logged with what the reader does and how to start from the live tail');
+    like($log, qr/closed by the reader; reconnecting in \d+ ms from seq $SEQS[4]/, 'the reconnect waits for the backoff');
+    is(join(',', seqs_of('say')), join(',', @SEQS[0 .. 4]), 'the frames before the error frame are written once');
+    stop_reader($pid, 'relay says');
 }
 
 # ---- stream_trim = acked: a stopped consumer group ------------------------------------

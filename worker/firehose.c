@@ -433,7 +433,8 @@ on_message(void *arg, const uint8_t *msg, size_t len, int oversize)
         r->fh.last_event_ms = r->ev.time_ms;
     if (r->ev.type == NULL) {
         reader_note_frame(r, &r->ev);
-        return 0;
+        /* an error frame ends the stream: reconnect with backoff */
+        return r->ev.kind == FRAME_ERROR;
     }
     int64_t newest =
         r->queued > 0 ? r->queued_seq[r->queued - 1] : r->written_seq;
