@@ -2,7 +2,7 @@
 # The firehose reader under sluiced (relay_url set): forked beside the
 # workers with the title "sluiced: firehose <relay>", its counters in the
 # stats segment (sluicectl status, stats --json, stats --prometheus), the
-# frames it writes drained by the workers; a reload that changes only the
+# frames it writes drained by the workers; a quiet relay is no hang; a reload that changes only the
 # reader's settings restarts the reader alone, an empty relay_url stops it
 # and a relay_url brings it back, the workers untouched each time; a reader
 # killed with -9 is restarted and repeats nothing. Skipped without the
@@ -41,6 +41,7 @@ my %base = (
     restart_delay_ms     => 200,
     restart_delay_max_ms => 1000,
     reconnect_delay_ms   => 50,
+    worker_timeout_ms    => 3000,
 );
 my $conf = $rig->write_config(%base);
 my $r = $rig->run($rig->bin('sluiced'), '-c', $conf, '--init-schema');
@@ -82,6 +83,13 @@ $r = $rig->run($ctl, '-c', $conf, 'stats', '--prometheus');
 like($r->[1], qr/^sluice_firehose_entries_total 150$/m, 'stats --prometheus: sluice_firehose_entries_total');
 like($r->[1], qr/^sluice_firehose_state\{state="connected"\} 1$/m, 'stats --prometheus: the state');
 like($r->[1], qr/^sluice_firehose_last_seq $LAST$/m, 'stats --prometheus: the last seq');
+
+# ---- a quiet relay ---------------------------------------------------------------
+# the reader beats while it waits for frames (libwebsockets' own wait is
+# not bounded: it once held the reader for 30 s)
+sleep 5;
+is(reader_pid(), $reader, 'a reader whose relay is quiet for longer than worker_timeout is not killed');
+unlike($rig->log_text('sluiced'), qr/firehose reader \(pid \d+\): no heartbeat/, 'no missed heartbeat is logged');
 
 # ---- reloads --------------------------------------------------------------------
 my $workers = worker_pids();

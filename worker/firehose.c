@@ -63,6 +63,7 @@
 
 #define LOOP_WAIT_MS     100
 #define FLUSH_MAX        256 /* XADDs in one pipeline */
+#define GATHER_TURNS     64  /* service turns that may fill one pipeline */
 #define CURSOR_SAVE_MS   200 /* a quiet relay: save the cursor alone */
 #define TRIM_INTERVAL_MS 1000
 #define RESUME_FRACTION  0.9
@@ -1055,6 +1056,17 @@ firehose_run(const struct firehose_options *opt)
         }
 
         relay_conn_service(r.relay, LOOP_WAIT_MS);
+        /* Take what the socket already holds before the round trip to
+         * Redis: one pipeline of up to FLUSH_MAX XADDs, not one a read */
+        for (int i = 0;
+             i < GATHER_TURNS && r.queued > 0 && r.queued < FLUSH_MAX &&
+             relay_conn_state(r.relay) == RELAY_OPEN;
+             i++) {
+            uint64_t before = r.fh.frames;
+            relay_conn_service(r.relay, 0);
+            if (r.fh.frames == before)
+                break;
+        }
         if (reader_flush(&r) == 0 && r.queued == 0 &&
             mono_ms() - r.last_flush_ms >= CURSOR_SAVE_MS) {
             reader_queue_cursor(&r);

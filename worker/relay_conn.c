@@ -2,12 +2,18 @@
  * relay_conn.c: the firehose reader's WebSocket client, on libwebsockets.
  *
  * libwebsockets runs everything from callbacks inside lws_service(). This
- * module keeps that inside: relay_conn_service() turns the library once
- * (a timer bounds the wait, since lws_service() ignores its timeout), and
- * the receive callback reassembles fragments into one buffer that never
+ * module keeps that inside: relay_conn_service() waits for the socket
+ * with a poll() of its own, bounded by the caller's wait, then turns the
+ * library once without letting it wait (lws_service() with a negative
+ * timeout). The library's own wait can't be bounded: 4.1 ignores its
+ * timeout and a scheduled timer did not shorten it, so a quiet relay held
+ * the reader in it for the 30 s of the library's connection timer, with
+ * no heartbeat, trimming, cursor save or lock renewal meanwhile. The
+ * receive callback reassembles fragments into one buffer that never
  * grows past max_frame. The library's own log lines go to ours, errors
  * and warnings only.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +28,12 @@
 #define SUBSCRIBE_PATH "/xrpc/com.atproto.sync.subscribeRepos"
 /* What libwebsockets hands over at most per callback. */
 #define RX_CHUNK 65536
+/* What one read takes from the socket (libwebsockets' service buffer). */
+#define RX_READ 262144
 
 struct relay_conn {
     struct lws_context *ctx;
     struct lws *wsi;
-    lws_sorted_usec_list_t tick;
     enum relay_state state;
     char error[256];
     size_t max_frame;
@@ -198,13 +205,6 @@ static const struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-/* The timer only wakes lws_service() up. */
-static void
-tick_cb(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-}
-
 struct relay_conn *
 relay_conn_open(const char *url, int64_t cursor, size_t max_frame,
                 relay_message_fn fn, void *arg, char *err, size_t errlen)
@@ -242,6 +242,10 @@ relay_conn_open(const char *url, int64_t cursor, size_t max_frame,
     info.uid = (uid_t)-1;
     info.options = tls ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0;
     info.fd_limit_per_thread = 8;
+    /* what one read takes from the socket: a few whole frames (they
+     * average 5 KB), not the library's 4 KiB default, which cost a
+     * service turn, and so a Redis round trip, for every frame */
+    info.pt_serv_buf_size = RX_READ;
     info.timeout_secs = 30; /* connect, TLS and upgrade */
     if ((rc->ctx = lws_create_context(&info)) == NULL) {
         snprintf(err, errlen, "libwebsockets: can't create a context");
@@ -268,11 +272,22 @@ relay_conn_open(const char *url, int64_t cursor, size_t max_frame,
 void
 relay_conn_service(struct relay_conn *rc, long wait_ms)
 {
+    int fd;
+
     if (rc == NULL || rc->ctx == NULL)
         return;
-    lws_sul_schedule(rc->ctx, 0, &rc->tick, tick_cb,
-                     (lws_usec_t)wait_ms * LWS_US_PER_MS);
-    lws_service(rc->ctx, 0);
+    fd = rc->wsi != NULL ? (int)lws_get_socket_fd(rc->wsi) : -1;
+    if (wait_ms > 0 && fd >= 0) {
+        /* while connecting, writability moves the handshake on too */
+        struct pollfd p = {
+            .fd = fd,
+            .events = (short)(POLLIN |
+                              (rc->state == RELAY_CONNECTING ? POLLOUT : 0))};
+        (void)poll(&p, 1, (int)wait_ms);
+    } else if (wait_ms > 0) {
+        (void)poll(NULL, 0, wait_ms < 10 ? (int)wait_ms : 10);
+    }
+    lws_service(rc->ctx, -1);
 }
 
 enum relay_state
@@ -299,7 +314,6 @@ relay_conn_close(struct relay_conn *rc)
     if (rc == NULL)
         return;
     if (rc->ctx != NULL) {
-        lws_sul_cancel(&rc->tick);
         /* No callback may reach rc while the context goes. */
         rc->fn = NULL;
         lws_context_destroy(rc->ctx);
