@@ -7,7 +7,7 @@ set -eu
 
 PACKAGES="build-essential pkg-config libhiredis-dev libpq-dev libbsd-dev
 libcjson-dev redis-server redis-tools postgresql-15 postgresql-client-15
-perl procps util-linux runit libwebsockets-dev libssl-dev zstd"
+perl procps util-linux runit libwebsockets-dev libssl-dev zstd openssl socat"
 
 missing=""
 for p in $PACKAGES; do

@@ -23,6 +23,7 @@ my %want = (
     'usr/bin/sluice-gen'          => 0755,
     'usr/bin/sluice-replay'       => 0755,
     'usr/bin/sluice-deadletter'   => 0755,
+    'usr/bin/sluice-relay'        => 0755,
     'etc/sluice/sluice.conf'      => 0644,
     'usr/share/sluice/sql/raw.sql' => 0644,
     'usr/share/sluice/sql/atproto.sql' => 0644,
