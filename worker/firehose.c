@@ -53,6 +53,7 @@
 #include <bsd/string.h>
 
 #include "shared/backoff.h"
+#include "shared/clock.h"
 #include "shared/exitcode.h"
 #include "shared/log.h"
 #include "shared/redis_conn.h"
@@ -117,15 +118,6 @@ struct reader {
 
 static struct stats_slot private_slot;
 
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the stats slot ------------------------------------------------- */
 
 /* Publish the counters, the state and the heartbeat. Can't fail. */
@@ -158,7 +150,7 @@ reader_warn(struct reader *r, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -245,7 +237,8 @@ reader_flush(struct reader *r)
         freeReplyObject(reply);
     }
     if (r->queued > 0)
-        r->last_flush_ms = mono_ms(); /* a quiet relay is timed from here */
+        r->last_flush_ms =
+            clock_mono_ms(); /* a quiet relay is timed from here */
     r->queued = 0;
     if (rv == 0)
         r->fh.last_seq = r->written_seq;
@@ -411,7 +404,7 @@ on_message(void *arg, const uint8_t *msg, size_t len, int oversize)
         return 1;
     r->fh.frames++;
     r->fh.last_frame_ms = stats_now_ms();
-    r->last_frame_at = mono_ms();
+    r->last_frame_at = clock_mono_ms();
     if (oversize) {
         r->fh.oversize++;
         (void)frame_seq(msg, len, &seq);
@@ -850,7 +843,7 @@ reader_redis_up(struct reader *r)
         return r->redis_broken ? -1 : EXIT_TEMPFAIL;
     if (reader_read_cursor(r) < 0)
         return -1;
-    r->lock_renew_at = mono_ms() + LOCK_RENEW_MS;
+    r->lock_renew_at = clock_mono_ms() + LOCK_RENEW_MS;
     r->redis_ready = 1;
     backoff_reset(&r->redis_bo);
     return 0;
@@ -866,11 +859,11 @@ reader_relay_open(struct reader *r)
                                r, err, sizeof(err));
     if (r->relay == NULL) {
         log_error("firehose: %s", err);
-        r->relay_retry_at = mono_ms() + backoff_next(&r->relay_bo);
+        r->relay_retry_at = clock_mono_ms() + backoff_next(&r->relay_bo);
         return;
     }
     r->fh.connects++;
-    r->last_frame_at = mono_ms();
+    r->last_frame_at = clock_mono_ms();
     strlcpy(url, r->cfg->relay_url, sizeof(url));
     log_info("firehose: connecting to %s, cursor %lld", url,
              (long long)r->written_seq);
@@ -880,10 +873,10 @@ reader_relay_open(struct reader *r)
 static void
 reader_wait(struct reader *r, long ms, enum worker_state st)
 {
-    int64_t until = mono_ms() + ms;
+    int64_t until = clock_mono_ms() + ms;
 
     while (!worker_stop_requested && !worker_quit_requested) {
-        int64_t left = until - mono_ms();
+        int64_t left = until - clock_mono_ms();
         reader_publish(r, st);
         if (worker_parent_gone(&r->parent_fd))
             worker_stop_requested = 1;
@@ -897,7 +890,7 @@ reader_wait(struct reader *r, long ms, enum worker_state st)
 static void
 reader_log_rate(struct reader *r)
 {
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     double secs = (double)(now - r->log_at) / 1000.0;
 
     if (r->cfg->stats_interval_ms <= 0 || now < r->next_log_at)
@@ -991,7 +984,7 @@ firehose_run(const struct firehose_options *opt)
              cfg->stream_maxlen);
 
     while (!worker_stop_requested && !worker_quit_requested) {
-        int64_t now = mono_ms();
+        int64_t now = clock_mono_ms();
 
         if (worker_reopen_logs) {
             worker_reopen_logs = 0;
@@ -1020,7 +1013,7 @@ firehose_run(const struct firehose_options *opt)
             }
             if (up < 0) {
                 redis_conn_close(&r.rc);
-                r.redis_retry_at = mono_ms() + backoff_next(&r.redis_bo);
+                r.redis_retry_at = clock_mono_ms() + backoff_next(&r.redis_bo);
                 continue;
             }
             r.next_trim_at = 0;
@@ -1068,7 +1061,7 @@ firehose_run(const struct firehose_options *opt)
                 break;
         }
         if (reader_flush(&r) == 0 && r.queued == 0 &&
-            mono_ms() - r.last_flush_ms >= CURSOR_SAVE_MS) {
+            clock_mono_ms() - r.last_flush_ms >= CURSOR_SAVE_MS) {
             reader_queue_cursor(&r);
             if (r.set_queued)
                 (void)reader_flush(&r);
@@ -1079,9 +1072,10 @@ firehose_run(const struct firehose_options *opt)
                 log_info("firehose: connected to %s", cfg->relay_url);
                 r.fh.state = FIREHOSE_CONNECTED;
             }
-            if (r.fh.frames > 0 && mono_ms() - r.last_frame_at > 1000)
+            if (r.fh.frames > 0 && clock_mono_ms() - r.last_frame_at > 1000)
                 backoff_reset(&r.relay_bo);
-            if (mono_ms() - r.last_frame_at > cfg->relay_idle_timeout_ms) {
+            if (clock_mono_ms() - r.last_frame_at >
+                cfg->relay_idle_timeout_ms) {
                 log_warnx("firehose: no frame from the relay for %ld ms "
                           "(relay_idle_timeout_ms); reconnecting",
                           cfg->relay_idle_timeout_ms);
@@ -1090,12 +1084,13 @@ firehose_run(const struct firehose_options *opt)
             }
             break;
         case RELAY_CONNECTING:
-            if (mono_ms() - r.last_frame_at > cfg->relay_idle_timeout_ms) {
+            if (clock_mono_ms() - r.last_frame_at >
+                cfg->relay_idle_timeout_ms) {
                 log_warnx("firehose: connecting to %s took over %ld ms; "
                           "trying again",
                           cfg->relay_url, cfg->relay_idle_timeout_ms);
                 reader_relay_close(&r);
-                r.relay_retry_at = mono_ms() + backoff_next(&r.relay_bo);
+                r.relay_retry_at = clock_mono_ms() + backoff_next(&r.relay_bo);
             }
             break;
         case RELAY_CLOSED: {
@@ -1115,7 +1110,7 @@ firehose_run(const struct firehose_options *opt)
             reader_set_error(&r, relay_conn_error(r.relay));
             reader_relay_close(&r);
             r.fh.state = FIREHOSE_CONNECTING;
-            r.relay_retry_at = mono_ms() + delay;
+            r.relay_retry_at = clock_mono_ms() + delay;
             break;
         }
         }

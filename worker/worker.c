@@ -55,6 +55,7 @@
 #include <bsd/string.h>
 
 #include "shared/backoff.h"
+#include "shared/clock.h"
 #include "shared/exitcode.h"
 #include "shared/log.h"
 #include "shared/pg_conn.h"
@@ -127,24 +128,6 @@ struct worker {
 };
 
 static struct stats_slot private_slot;
-
-static int64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t
-mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void
 on_stop_signal(int sig)
@@ -259,10 +242,10 @@ worker_parent_gone(int *parent_fd)
 static int
 worker_wait(struct worker *w, long ms, enum worker_state state)
 {
-    int64_t until = mono_ms() + ms;
+    int64_t until = clock_mono_ms() + ms;
 
     for (;;) {
-        int64_t left = until - mono_ms();
+        int64_t left = until - clock_mono_ms();
         worker_check_events(w);
         worker_heartbeat(w, state);
         if (worker_quit_requested || worker_stop_requested)
@@ -286,7 +269,7 @@ static void
 log_fault(int64_t *logged_ms, unsigned attempts, long delay_ms,
           int64_t down_since, const char *server, const char *err)
 {
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
 
     if (attempts < 4 || now - *logged_ms >= BACKOFF_LOG_EVERY_MS) {
         log_warnx("%s: %s; down for %" PRId64 " s, retry %u in %ld ms", server,
@@ -448,7 +431,7 @@ redis_ensure(struct worker *w)
                     log_notice("redis: connected again to %s after %" PRId64
                                " s",
                                w->redis_shown,
-                               (mono_ms() - w->redis_down_since) / 1000);
+                               (clock_mono_ms() - w->redis_down_since) / 1000);
                 else
                     log_info("redis: connected to %s", w->redis_shown);
                 backoff_reset(&w->redis_bo);
@@ -462,7 +445,7 @@ redis_ensure(struct worker *w)
             strlcpy(w->rc.err, w->st.err, sizeof(w->rc.err));
         }
         if (w->redis_down_since == 0)
-            w->redis_down_since = mono_ms();
+            w->redis_down_since = clock_mono_ms();
         SLOT_ADD(w, redis_errors, 1);
         worker_set_error(w, w->rc.err);
         long delay = backoff_next(&w->redis_bo);
@@ -492,7 +475,7 @@ worker_redis_fault(struct worker *w, enum stream_status st)
         log_warnx("redis: %s; reconnecting", w->st.err);
         redis_conn_close(&w->rc);
         if (w->redis_down_since == 0)
-            w->redis_down_since = mono_ms();
+            w->redis_down_since = clock_mono_ms();
         return 0;
     case STREAM_NOGROUP:
         log_warnx("redis: %s", w->st.err);
@@ -505,8 +488,8 @@ worker_redis_fault(struct worker *w, enum stream_status st)
     case STREAM_ERROR:
     default: {
         long delay = backoff_next(&w->redis_bo);
-        log_fault(&w->redis_logged_ms, w->redis_bo.attempts, delay, mono_ms(),
-                  "redis", w->st.err);
+        log_fault(&w->redis_logged_ms, w->redis_bo.attempts, delay,
+                  clock_mono_ms(), "redis", w->st.err);
         return worker_wait(w, delay, WORKER_BACKOFF);
     }
     }
@@ -555,7 +538,7 @@ pg_ensure(struct worker *w)
                     log_notice("postgresql: connected again to %s after "
                                "%" PRId64 " s",
                                w->pg_shown,
-                               (mono_ms() - w->pg_down_since) / 1000);
+                               (clock_mono_ms() - w->pg_down_since) / 1000);
                 else
                     log_info("postgresql: connected to %s", w->pg_shown);
                 backoff_reset(&w->pg_bo);
@@ -565,7 +548,7 @@ pg_ensure(struct worker *w)
             pg_drop(w);
         }
         if (w->pg_down_since == 0)
-            w->pg_down_since = mono_ms();
+            w->pg_down_since = clock_mono_ms();
         SLOT_ADD(w, pg_errors, 1);
         worker_set_error(w, err);
         long delay = backoff_next(&w->pg_bo);
@@ -661,7 +644,7 @@ worker_maintain(struct worker *w, int idle)
     if (w->sink_type->maintain == NULL || w->pg == NULL ||
         PQstatus(w->pg) != CONNECTION_OK)
         return;
-    now = mono_ms();
+    now = clock_mono_ms();
     if (now < w->next_maintain_ms && !(idle && w->maintain_pending))
         return;
     if (!idle && !w->maintain_pending)
@@ -704,10 +687,10 @@ worker_apply(struct worker *w, struct stream_entry *const *entries, size_t n)
             return -1;
         if (pg_ensure(w) < 0)
             return -1;
-        t0 = mono_us();
+        t0 = clock_mono_us();
         r = worker_transaction(w, entries, n, err, sizeof(err));
         if (r == SINK_OK) {
-            worker_committed(w, entries, n, mono_us() - t0);
+            worker_committed(w, entries, n, clock_mono_us() - t0);
             backoff_reset(&w->pg_bo);
             w->pg_down_since = 0;
             return 0;
@@ -734,7 +717,7 @@ worker_apply(struct worker *w, struct stream_entry *const *entries, size_t n)
         }
         w->sum_retries++;
         if (w->pg_down_since == 0)
-            w->pg_down_since = mono_ms();
+            w->pg_down_since = clock_mono_ms();
         long delay = backoff_next(&w->pg_bo);
         log_fault(&w->pg_logged_ms, w->pg_bo.attempts, delay, w->pg_down_since,
                   "postgresql", err);
@@ -766,7 +749,7 @@ worker_fill(struct worker *w)
     struct batch *b = &w->b;
     size_t nread = 0, ngone = 0;
     enum stream_status st;
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
 
     /* own pending entries first: claims only once they are done */
     if (w->phase == PHASE_NEW && (w->claim_more || now >= w->next_claim_ms)) {
@@ -818,10 +801,11 @@ worker_fill(struct worker *w)
     st = stream_read(&w->st, b, ">", cfg->batch_size, block, &nread, &ngone);
     if (st != STREAM_OK || b->n == 0)
         return st;
-    b->opened_ms = mono_ms();
+    b->opened_ms = clock_mono_ms();
     while (b->n < (size_t)cfg->batch_size && !worker_quit_requested &&
            !worker_stop_requested) {
-        long left = cfg->batch_timeout_ms - (long)(mono_ms() - b->opened_ms);
+        long left =
+            cfg->batch_timeout_ms - (long)(clock_mono_ms() - b->opened_ms);
         if (left <= 0)
             break;
         if (left > BLOCK_MAX_MS)
@@ -974,7 +958,7 @@ worker_process(struct worker *w)
 static void
 worker_summary(struct worker *w, int force)
 {
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     double secs = (double)(now - w->summary_ms) / 1000.0;
 
     if (!force && now - w->summary_ms < SUMMARY_INTERVAL_MS)
@@ -1068,8 +1052,8 @@ worker_run(const struct worker_options *opt)
                  cfg->reconnect_delay_max_ms);
     w.phase = PHASE_PENDING;
     strlcpy(w.pending_after, "0", sizeof(w.pending_after));
-    w.summary_ms = mono_ms();
-    w.next_claim_ms = mono_ms();
+    w.summary_ms = clock_mono_ms();
+    w.next_claim_ms = clock_mono_ms();
 
     log_info("worker %s starting: stream %s, group %s, sink %s, batch %d, "
              "redis %s, postgresql %s, dead letters to %s",
