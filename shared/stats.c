@@ -193,7 +193,7 @@ stats_create(const char *name, const char *stream, const char *group,
     int fd, saved, tries = 0;
 
 again:
-    fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0644);
+    fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0640);
     if (fd < 0 && errno == EEXIST && tries++ < 3) {
         int live = segment_in_use(name);
         if (live < 0)
@@ -208,8 +208,11 @@ again:
     }
     if (fd < 0)
         return NULL;
-    /* The umask may have narrowed the mode; readers need 0644. */
-    if (fchmod(fd, 0644) < 0 || ftruncate(fd, sizeof(*seg)) < 0)
+    /* Readers are the owner and its group (operators put in the service
+     * user's group run sluicectl), not every local user: the last-error
+     * texts can quote the data PostgreSQL refused. The umask may have
+     * narrowed the mode further. */
+    if (fchmod(fd, 0640) < 0 || ftruncate(fd, sizeof(*seg)) < 0)
         goto fail;
     seg = mmap(NULL, sizeof(*seg), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (seg == MAP_FAILED)

@@ -3,7 +3,8 @@
 # the group in Redis after a run; stats --prometheus passes a strict
 # parser of the text exposition format; clear messages and exit codes
 # for no segment (3), a segment of another layout version (4) and no
-# permission (5); top leaves on q.
+# permission (5); the segment is 0640, readable by its group only; top
+# leaves on q.
 use strict;
 use warnings;
 use lib 'tests/lib';
@@ -131,6 +132,22 @@ SKIP: {
     like($t->[1], qr/rc=0/, 'top leaves with exit 0 on q');
     my $screen = do { local $/; open my $fh, '<', $out; <$fh> // '' };
     like($screen, qr/test-1\s+running/, 'top shows the workers');
+}
+
+# ---- who may read the segment ------------------------------------------------------
+
+is(sprintf('%04o', (stat "/dev/shm$shm")[2] & 07777), '0640',
+    'the stats segment is mode 0640: its owner and its group');
+SKIP: {
+    skip 'the group check needs root (to run as nobody)', 3 if $> != 0;
+    my $gid = (stat "/dev/shm$shm")[5];
+    $r = $rig->run('setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups',
+        $ctl, '-c', $conf, 'status');
+    is($r->[0], 5, 'a user outside the segment\'s group can\'t read it: exit 5');
+    like($r->[1], qr/permission denied on stats segment \Q$shm\E/, 'and is told so');
+    $r = $rig->run('setpriv', '--reuid=nobody', '--regid=nogroup', "--groups=$gid",
+        $ctl, '-c', $conf, 'status');
+    is($r->[0], 0, 'a user in the segment\'s group (an operator) runs sluicectl status');
 }
 
 # ---- layout version and permission ----------------------------------------------------
