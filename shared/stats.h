@@ -29,7 +29,7 @@
 #include <sys/types.h>
 
 #define STATS_MAGIC          0x534c4355u /* "SLCU" */
-#define STATS_LAYOUT_VERSION 4u
+#define STATS_LAYOUT_VERSION 5u
 #define STATS_MAX_SLOTS      64
 #define STATS_NAME_MAX       64
 #define STATS_ERROR_MAX      160
@@ -70,7 +70,9 @@ struct stats_counters {
     uint64_t acks;            /* entries acked (XACK) */
     uint64_t redis_errors;
     uint64_t pg_errors;
-    uint64_t restarts; /* written by the supervisor */
+    uint64_t restarts;               /* written by the supervisor */
+    uint64_t entries_trimmed_unread; /* lost to trimming before the group
+                                        read them (found by this worker) */
 };
 
 /* What the firehose reader is doing (its slot's fh.state). */

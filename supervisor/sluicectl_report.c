@@ -54,6 +54,7 @@ counters_add(struct stats_counters *sum, const struct stats_counters *c)
     sum->redis_errors += c->redis_errors;
     sum->pg_errors += c->pg_errors;
     sum->restarts += c->restarts;
+    sum->entries_trimmed_unread += c->entries_trimmed_unread;
 }
 
 /* events/s of slot i between prev and snap; -1 when unknown. */
@@ -208,6 +209,11 @@ ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
             total.dead_lettered, total.redis_errors + total.pg_errors,
             total.deadlocks, total.restarts);
     (void)running;
+    if (total.entries_trimmed_unread > 0)
+        fprintf(out,
+                "LOST: %" PRIu64 " entries were trimmed from the stream "
+                "before the group read them (see the workers' log)\n",
+                total.entries_trimmed_unread);
     print_firehose(out, snap, prev);
     if (grp == NULL)
         return;
@@ -247,6 +253,8 @@ json_counters(cJSON *obj, const struct stats_counters *c)
     cJSON_AddNumberToObject(obj, "redis_errors", (double)c->redis_errors);
     cJSON_AddNumberToObject(obj, "pg_errors", (double)c->pg_errors);
     cJSON_AddNumberToObject(obj, "restarts", (double)c->restarts);
+    cJSON_AddNumberToObject(obj, "entries_trimmed_unread",
+                            (double)c->entries_trimmed_unread);
 }
 
 /* The reader's object, or null when no reader ran. */
@@ -453,6 +461,9 @@ static const struct prom_counter prom_counters[] = {
     COUNTER(redis_errors, "Redis errors seen by the worker."),
     COUNTER(pg_errors, "PostgreSQL errors seen by the worker."),
     COUNTER(restarts, "Restarts of the worker by the supervisor."),
+    COUNTER(entries_trimmed_unread,
+            "Entries the stream lost to trimming before the group read them "
+            "(found by this worker)."),
 };
 
 #define FH_COUNTER(field, help)                                                \

@@ -183,6 +183,72 @@ stream_consumer_remove_idle(struct stream *s, int *removed)
     return st;
 }
 
+/*
+ * Entries trimmed before the group read them, in one step on the server.
+ * While the group's last-delivered ID is below the stream's first entry,
+ * entries-added - length - entries-read is how many entries were ever
+ * deleted without the group having read them (Redis counts entries-read
+ * as entries delivered, and trimming does not move it). The hash KEYS[2]
+ * keeps, per group, how many of those were counted already, so that of
+ * the workers that look only one counts a loss, and a second loss counts
+ * only itself. Returns the entries newly found lost, 0 when none, or -1
+ * when some were lost but Redis can't tell how many (a group without
+ * entries-read: then each gap, by its last-delivered ID, is told once).
+ */
+static const char trimmed_unread_script[] =
+    "local function f(t, k) for i = 1, #t, 2 do if t[i] == k then "
+    "return t[i + 1] end end end "
+    "local function id(s) local ms, sq = string.match(s, '(%d+)-(%d+)') "
+    "return tonumber(ms), tonumber(sq) end "
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "local st = redis.call('XINFO', 'STREAM', KEYS[1]) "
+    "local first = f(st, 'first-entry') "
+    "if not first then return 0 end "
+    "local g "
+    "for _, x in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do "
+    "if f(x, 'name') == ARGV[1] then g = x end end "
+    "if not g then return 0 end "
+    "local ld = f(g, 'last-delivered-id') "
+    "local lms, lsq = id(ld) local fms, fsq = id(first[1]) "
+    "if lms > fms or (lms == fms and lsq >= fsq) then return 0 end "
+    "local read = f(g, 'entries-read') "
+    "if type(read) ~= 'number' then "
+    "local field = ARGV[1] .. ' unknown' "
+    "if redis.call('HGET', KEYS[2], field) == ld then return 0 end "
+    "redis.call('HSET', KEYS[2], field, ld) return -1 end "
+    "local lost = f(st, 'entries-added') - f(st, 'length') - read "
+    "local counted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') "
+    "if lost <= counted then return 0 end "
+    "redis.call('HSET', KEYS[2], ARGV[1], lost) "
+    "return lost - counted";
+
+enum stream_status
+stream_trimmed_unread(struct stream *s, long long *lost)
+{
+    char marker[1024];
+    const char *argv[] = {"EVAL",  trimmed_unread_script, "2", s->key, marker,
+                          s->group};
+    size_t argvlen[6];
+    redisReply *r;
+    enum stream_status st;
+
+    if ((size_t)snprintf(marker, sizeof(marker), "%s:trimmed-unread", s->key) >=
+        sizeof(marker)) {
+        snprintf(s->err, sizeof(s->err), "stream key too long");
+        return STREAM_ERROR;
+    }
+    for (int i = 0; i < 6; i++)
+        argvlen[i] = strlen(argv[i]);
+    *lost = 0;
+    r = redis_conn_command(s->rc, 6, argv, argvlen);
+    st = stream_status_of(s, r, "trimmed-unread check");
+    if (st == STREAM_OK && r->type == REDIS_REPLY_INTEGER)
+        *lost = r->integer;
+    if (r != NULL)
+        freeReplyObject(r);
+    return st;
+}
+
 /* Add the entries of an entries array ([id, fields] pairs) to b. */
 static int
 stream_add_entries(struct batch *b, const redisReply *arr, size_t *nadded,

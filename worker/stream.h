@@ -59,6 +59,15 @@ enum stream_status stream_consumer_seen(struct stream *s, long long *idle_ms,
                                         long long *pending);
 
 /*
+ * Entries the stream lost before the group read them (trimmed by MAXLEN
+ * while the group was behind): *lost is how many this call found first
+ * (each gap is counted by one caller only, in a small hash beside the
+ * stream, <stream>:trimmed-unread), 0 when none, -1 when some were lost
+ * but Redis can't tell how many.
+ */
+enum stream_status stream_trimmed_unread(struct stream *s, long long *lost);
+
+/*
  * Remove the consumer from the group (XGROUP DELCONSUMER) if it has
  * nothing pending, in one script, so that no entry it holds is dropped.
  * *removed is 1 when it was removed (or was not there), 0 when it holds

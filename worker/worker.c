@@ -70,6 +70,7 @@ volatile sig_atomic_t worker_quit_requested;
 volatile sig_atomic_t worker_reopen_logs;
 
 #define WAIT_SLICE_MS        250  /* longest sleep between flag checks */
+#define TRIM_CHECK_MS        1000 /* entries trimmed unread: how often */
 #define BLOCK_MAX_MS         1000 /* longest XREADGROUP BLOCK */
 #define SUMMARY_INTERVAL_MS  10000
 #define BACKOFF_LOG_EVERY_MS 30000 /* once retries are slow, log this often */
@@ -122,8 +123,9 @@ struct worker {
     uint64_t sum_deadlocks;
 
     /* the sink's maintenance (sink_type.maintain) */
-    int maintain_pending;     /* committed work may be waiting for it */
-    int64_t next_maintain_ms; /* monotonic */
+    int maintain_pending;       /* committed work may be waiting for it */
+    int64_t next_maintain_ms;   /* monotonic */
+    int64_t next_trim_check_ms; /* monotonic */
     int64_t maintain_logged_ms;
 };
 
@@ -200,6 +202,49 @@ worker_set_error(struct worker *w, const char *msg)
         (w)->slot->c.field += (n);                                             \
         stats_slot_write_end((w)->slot);                                       \
     } while (0)
+
+/*
+ * Look, at most every TRIM_CHECK_MS and before the first read, for
+ * entries the stream lost before the group read them (a MAXLEN cap that
+ * the backlog outgrew): count them, and log each loss once, across all
+ * the workers of the group. A failure here is left to the reads that
+ * follow. Can't fail.
+ */
+static void
+worker_trim_check(struct worker *w)
+{
+    const struct config *cfg = w->cfg;
+    int64_t now = clock_mono_ms();
+    long long lost;
+    char msg[CONFIG_STR_MAX + 128];
+
+    if (now < w->next_trim_check_ms)
+        return;
+    w->next_trim_check_ms = now + TRIM_CHECK_MS;
+    if (stream_trimmed_unread(&w->st, &lost) != STREAM_OK) {
+        log_debug("trimmed-unread check: %s", w->st.err);
+        return;
+    }
+    if (lost == 0)
+        return;
+    if (lost > 0) {
+        SLOT_ADD(w, entries_trimmed_unread, (uint64_t)lost);
+        snprintf(msg, sizeof(msg),
+                 "%lld entries trimmed before group %s read them", lost,
+                 cfg->consumer_group);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "entries trimmed before group %s read them "
+                 "(Redis can't tell how many)",
+                 cfg->consumer_group);
+    }
+    worker_set_error(w, msg);
+    log_error("%s: %s lost them. The stream's cap (XADD MAXLEN) is smaller "
+              "than the group's backlog: raise it, or let sluice's firehose "
+              "reader write the stream with stream_trim = acked, which never "
+              "trims what a group has not acked",
+              msg, cfg->stream_key);
+}
 
 /* ---- flags, the parent pipe, waiting --------------------------------- */
 
@@ -1080,6 +1125,7 @@ worker_run(const struct worker_options *opt)
         worker_heartbeat(&w, WORKER_RUNNING);
 
         worker_maintain(&w, 0);
+        worker_trim_check(&w);
         batch_clear(&w.b);
         st = worker_fill(&w);
         if ((w.b.n > 0 || w.b.ngone > 0) && !worker_quit_requested) {
