@@ -2,6 +2,8 @@
  * pg_conn.c: connecting to PostgreSQL and classifying its errors (see
  * pg_conn.h for the classes and why).
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -110,9 +112,110 @@ pg_fault_of(PGconn *conn, const PGresult *res, char *err, size_t errlen)
 enum pg_fault
 pg_command(PGconn *conn, const char *sql, char *err, size_t errlen)
 {
-    PGresult *res = PQexec(conn, sql);
+    PGresult *res = pg_exec(conn, sql);
     enum pg_fault f = pg_fault_of(conn, res, err, errlen);
 
     PQclear(res);
     return f;
+}
+
+/* ---- waiting without going quiet ----------------------------------- */
+
+static pg_wait_hook_fn wait_hook;
+static void *wait_hook_arg;
+static long wait_every_ms = 1000;
+
+void
+pg_wait_hook_set(pg_wait_hook_fn fn, void *arg, long every_ms)
+{
+    wait_hook = fn;
+    wait_hook_arg = arg;
+    wait_every_ms = every_ms > 0 ? every_ms : 1000;
+}
+
+/*
+ * Wait until a result can be read without blocking, calling the hook
+ * every wait_every_ms meanwhile. Returns 0, or -1 when the connection
+ * failed (PQgetResult() then reports it).
+ */
+static int
+wait_result(PGconn *conn)
+{
+    int fd = PQsocket(conn);
+
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        int flushed = PQflush(conn); /* 0 all sent, 1 more to send */
+        if (flushed < 0)
+            return -1;
+        if (flushed == 0 && !PQisBusy(conn))
+            return 0;
+        struct pollfd p = {
+            .fd = fd, .events = (short)(POLLIN | (flushed == 1 ? POLLOUT : 0))};
+        int n = poll(&p, 1, (int)wait_every_ms);
+        if (n < 0 && errno != EINTR)
+            return -1;
+        if (n == 0 && wait_hook != NULL)
+            wait_hook(wait_hook_arg);
+        if (n > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP)) &&
+            PQconsumeInput(conn) == 0)
+            return -1;
+    }
+}
+
+PGresult *
+pg_next_result(PGconn *conn)
+{
+    (void)wait_result(conn);
+    return PQgetResult(conn);
+}
+
+/*
+ * The results of what was sent, as PQexec() gives them: the last one, or
+ * the first error (what follows it is read and dropped); a COPY state
+ * ends the reading, the caller goes on with the copy.
+ */
+static PGresult *
+collect(PGconn *conn, int sent)
+{
+    PGresult *keep = NULL, *res;
+
+    if (!sent)
+        return PQgetResult(conn); /* NULL, or why it could not be sent */
+    while ((res = pg_next_result(conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (keep != NULL && PQresultStatus(keep) == PGRES_FATAL_ERROR) {
+            PQclear(res);
+            continue;
+        }
+        PQclear(keep);
+        keep = res;
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT ||
+            st == PGRES_COPY_BOTH)
+            break;
+    }
+    return keep;
+}
+
+PGresult *
+pg_exec(PGconn *conn, const char *sql)
+{
+    return collect(conn, PQsendQuery(conn, sql));
+}
+
+PGresult *
+pg_exec_params(PGconn *conn, const char *sql, int nparams,
+               const char *const *values)
+{
+    return collect(conn, PQsendQueryParams(conn, sql, nparams, NULL, values,
+                                           NULL, NULL, 0));
+}
+
+PGresult *
+pg_exec_prepared(PGconn *conn, const char *stmt, int nparams,
+                 const char *const *values)
+{
+    return collect(
+        conn, PQsendQueryPrepared(conn, stmt, nparams, values, NULL, NULL, 0));
 }

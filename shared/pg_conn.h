@@ -61,4 +61,28 @@ enum pg_fault pg_fault_of(PGconn *conn, const PGresult *res, char *err,
 enum pg_fault pg_command(PGconn *conn, const char *sql, char *err,
                          size_t errlen);
 
+/*
+ * Waiting for PostgreSQL without going quiet. A worker whose statement
+ * waits on another session's row locks, or runs long, must still beat
+ * its heartbeat, or the supervisor takes it for hung and kills it. These
+ * do what PQexec(), PQexecParams(), PQexecPrepared() and PQgetResult()
+ * do (the same result, the caller frees it; NULL when the connection
+ * broke), but wait on the socket in slices of at most every_ms and call
+ * the wait hook between them.
+ *
+ * pg_wait_hook_set() installs the hook for the whole process (fn NULL:
+ * none; every_ms the longest quiet stretch). It can't fail.
+ */
+typedef void (*pg_wait_hook_fn)(void *arg);
+void pg_wait_hook_set(pg_wait_hook_fn fn, void *arg, long every_ms);
+
+PGresult *pg_exec(PGconn *conn, const char *sql);
+PGresult *pg_exec_params(PGconn *conn, const char *sql, int nparams,
+                         const char *const *values);
+PGresult *pg_exec_prepared(PGconn *conn, const char *stmt, int nparams,
+                           const char *const *values);
+/* The next result of what is under way (after PQputCopyEnd(), say), or
+ * NULL when there is none left. */
+PGresult *pg_next_result(PGconn *conn);
+
 #endif

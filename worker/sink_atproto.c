@@ -39,6 +39,7 @@
 
 #include "shared/buf.h"
 #include "shared/json.h"
+#include "shared/pg_conn.h"
 #include "shared/stats.h"
 #include "worker/atproto_record.h"
 #include "worker/sink.h"
@@ -698,9 +699,9 @@ atp_on_connect(struct sink *sink, PGconn *conn, char *err, size_t errlen)
     s->batches = 0; /* a new session plans afresh */
     s->next_refresh = 1;
     s->refreshed_ms = stats_now_ms();
-    res = PQexec(conn, "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE "
-                       "sluice_stage_template INCLUDING DEFAULTS) "
-                       "ON COMMIT DELETE ROWS");
+    res = pg_exec(conn, "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE "
+                        "sluice_stage_template INCLUDING DEFAULTS) "
+                        "ON COMMIT DELETE ROWS");
     r = sink_result_of_pg(conn, res, err, errlen);
     PQclear(res);
     if (r != SINK_OK) {
@@ -724,7 +725,7 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
 
     if (n == 0)
         return SINK_OK;
-    res = PQexec(conn, "COPY sluice_stage (" STAGE_COLUMNS ") FROM STDIN");
+    res = pg_exec(conn, "COPY sluice_stage (" STAGE_COLUMNS ") FROM STDIN");
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         r = sink_result_of_pg(conn, res, err, errlen);
         PQclear(res);
@@ -739,7 +740,7 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     if (PQputCopyEnd(conn, sent ? NULL : "sluice: sending failed") != 1)
         sent = 0;
     r = SINK_OK;
-    while ((res = PQgetResult(conn)) != NULL) {
+    while ((res = pg_next_result(conn)) != NULL) {
         if (r == SINK_OK)
             r = sink_result_of_pg(conn, res, err, errlen);
         PQclear(res);
@@ -751,13 +752,13 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     if (r != SINK_OK)
         return r;
     if (plans_refresh_due(s)) {
-        res = PQexec(conn, "ANALYZE sluice_stage; DISCARD PLANS");
+        res = pg_exec(conn, "ANALYZE sluice_stage; DISCARD PLANS");
         r = sink_result_of_pg(conn, res, err, errlen);
         PQclear(res);
         if (r != SINK_OK)
             return r;
     }
-    res = PQexec(conn, "SELECT sluice_apply_stage()");
+    res = pg_exec(conn, "SELECT sluice_apply_stage()");
     r = sink_result_of_pg(conn, res, err, errlen);
     PQclear(res);
     return r;
@@ -800,20 +801,20 @@ atp_before_apply(struct sink *sink, PGconn *conn,
     a->p[a->len] = '\0';
     values[0] = a->p;
 
-    res = PQexec(conn, "BEGIN; SET LOCAL synchronous_commit TO off");
+    res = pg_exec(conn, "BEGIN; SET LOCAL synchronous_commit TO off");
     r = sink_result_of_pg(conn, res, err, errlen);
     PQclear(res);
     if (r == SINK_OK) {
-        res = PQexecParams(conn,
-                           "INSERT INTO users (did, handle) "
-                           "SELECT DISTINCT d, 'handle.invalid' "
-                           "FROM unnest($1::text[]) d ORDER BY 1 "
-                           "ON CONFLICT (did) DO NOTHING",
-                           1, NULL, values, NULL, NULL, 0);
+        res = pg_exec_params(conn,
+                             "INSERT INTO users (did, handle) "
+                             "SELECT DISTINCT d, 'handle.invalid' "
+                             "FROM unnest($1::text[]) d ORDER BY 1 "
+                             "ON CONFLICT (did) DO NOTHING",
+                             1, values);
         r = sink_result_of_pg(conn, res, err, errlen);
         PQclear(res);
     }
-    res = PQexec(conn, r == SINK_OK ? "COMMIT" : "ROLLBACK");
+    res = pg_exec(conn, r == SINK_OK ? "COMMIT" : "ROLLBACK");
     if (r == SINK_OK)
         r = sink_result_of_pg(conn, res, err, errlen);
     PQclear(res);
@@ -835,7 +836,7 @@ atp_maintain(struct sink *sink, PGconn *conn, int *pending, char *err,
 
     (void)sink;
     *pending = 0;
-    res = PQexec(conn, "SELECT sluice_fold_counters(false)");
+    res = pg_exec(conn, "SELECT sluice_fold_counters(false)");
     r = sink_result_of_pg(conn, res, err, errlen);
     if (r == SINK_OK && PQntuples(res) == 1)
         *pending = strtoll(PQgetvalue(res, 0, 0), NULL, 10) != 0;

@@ -35,6 +35,7 @@
 
 #include "shared/buf.h"
 #include "shared/json.h"
+#include "shared/pg_conn.h"
 #include "worker/sink.h"
 
 extern const char sql_raw[];
@@ -488,7 +489,7 @@ raw_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     values[0] = rs->ids.p;
     values[1] = rs->types.p;
     values[2] = rs->payloads.p;
-    res = PQexecPrepared(conn, RAW_INSERT_STMT, 3, values, NULL, NULL, 0);
+    res = pg_exec_prepared(conn, RAW_INSERT_STMT, 3, values);
     r = sink_result_of_pg(conn, res, err, errlen);
     PQclear(res);
     return r;

@@ -185,6 +185,18 @@ worker_heartbeat(struct worker *w, enum worker_state state)
     stats_slot_write_end(w->slot);
 }
 
+/* pg_wait_hook_fn: a statement still runs, or waits on another session's
+ * locks; the worker is alive, and its heartbeat says so. */
+static void
+worker_pg_waiting(void *arg)
+{
+    struct worker *w = arg;
+
+    stats_slot_write_begin(w->slot);
+    w->slot->heartbeat_ms = stats_now_ms();
+    stats_slot_write_end(w->slot);
+}
+
 /* Record the last error in the slot. Can't fail. */
 static void
 worker_set_error(struct worker *w, const char *msg)
@@ -618,14 +630,14 @@ worker_transaction(struct worker *w, struct stream_entry *const *entries,
         w->sink_type->before_apply(w->sink, w->pg, entries, n, err, errlen) ==
             SINK_RETRY)
         return SINK_RETRY;
-    res = PQexec(w->pg, "BEGIN");
+    res = pg_exec(w->pg, "BEGIN");
     r = sink_result_of_pg(w->pg, res, err, errlen);
     PQclear(res);
     if (r != SINK_OK)
         return SINK_RETRY;
     r = w->sink_type->apply(w->sink, w->pg, entries, n, err, errlen);
     if (r == SINK_OK) {
-        res = PQexec(w->pg, "COMMIT");
+        res = pg_exec(w->pg, "COMMIT");
         r = sink_result_of_pg(w->pg, res, err, errlen);
         PQclear(res);
         if (r == SINK_OK)
@@ -1049,6 +1061,13 @@ worker_run(const struct worker_options *opt)
     w.name = opt->name;
     w.name_checked = opt->name_known;
     w.slot = opt->slot ? opt->slot : &private_slot;
+    /* beat four times within worker_timeout while PostgreSQL works */
+    pg_wait_hook_set(worker_pg_waiting, &w,
+                     cfg->worker_timeout_ms / 4 < 1000
+                         ? (cfg->worker_timeout_ms / 4 > 50
+                                ? cfg->worker_timeout_ms / 4
+                                : 50)
+                         : 1000);
     w.parent_fd = opt->parent_fd;
     worker_signals_install();
 
