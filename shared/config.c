@@ -784,3 +784,35 @@ config_print(const struct config *cfg, FILE *out)
         }
     }
 }
+
+void
+config_print_settings(FILE *out)
+{
+    static const char *const types[] = {
+        [SET_STRING] = "string", [SET_INT] = "int",
+        [SET_LONG] = "long",     [SET_DURATION] = "duration",
+        [SET_LEVEL] = "level",   [SET_CHOICE] = "choice",
+        [SET_URL] = "url",
+    };
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        fprintf(out, "%s\t%s\t%s\t", s->key, types[s->type], s->def);
+        if (s->type == SET_INT || s->type == SET_LONG ||
+            s->type == SET_DURATION)
+            fprintf(out, "%ld..%ld", s->min, s->max);
+        else if (s->type == SET_CHOICE)
+            fputs(s->choices, out);
+        else if (s->type == SET_LEVEL)
+            for (int l = LOG_LEVEL_DEBUG; l <= LOG_LEVEL_ERROR; l++)
+                fprintf(out, "%s%s", l ? "|" : "",
+                        log_level_name((enum log_level)l));
+        /* the old workers' name, when there is one, wins over SLUICE_ */
+        fputc('\t', out);
+        if (s->env != NULL)
+            fprintf(out, "%s ", s->env);
+        fputs("SLUICE_", out);
+        for (const char *p = s->key; *p; p++)
+            fputc(toupper((unsigned char)*p), out);
+        fputc('\n', out);
+    }
+}

@@ -154,7 +154,14 @@ void config_copy_firehose(struct config *dst, const struct config *src);
 int config_firehose_equal(const struct config *a, const struct config *b);
 
 /* Print every setting and its value (passwords redacted) as a config file,
- * for `sluiced --print-config`. */
+ * for `sluiced --check-config`. */
 void config_print(const struct config *cfg, FILE *out);
+
+/* Print the settings table, one setting a line, fields by tabs: key, type
+ * (string url int long duration level choice), default as written in a
+ * file, range (MIN..MAX, durations in ms; or a|b|c; or empty), the
+ * environment names (the old workers' first, then SLUICE_<KEY>). For
+ * `sluiced --list-settings`, which the sluice.conf(5) generator reads. */
+void config_print_settings(FILE *out);
 
 #endif

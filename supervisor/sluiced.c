@@ -14,6 +14,8 @@
  *                                   (worker/recount.c) and exit
  *   sluiced -c FILE --check[=SCAN]  report inconsistent rows (worker/
  *                                   check.c); exit 1 when there are any
+ *   sluiced --list-settings         print the settings table (what
+ *                                   etc/man/gen-sluice-conf.pl reads)
  *
  * Exit codes are those of shared/exitcode.h: 78 for a configuration error,
  * 64 for a bad command line, so that an init system does not loop on them.
@@ -75,6 +77,9 @@ usage(FILE *out)
             "                       any\n"
             "      --check-config   validate the configuration, print it\n"
             "                       (passwords hidden) and exit\n"
+            "      --list-settings  print every setting sluiced knows: key,\n"
+            "                       type, default, range, environment\n"
+            "                       names (tab-separated) and exit\n"
             "  -h, --help           this text\n"
             "  -V, --version        print the version\n"
             "\n"
@@ -106,6 +111,7 @@ main(int argc, char **argv, char **envp)
         {"recount", no_argument, NULL, 'R'},
         {"check", optional_argument, NULL, 'K'},
         {"check-config", no_argument, NULL, 'C'},
+        {"list-settings", no_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -169,6 +175,9 @@ main(int argc, char **argv, char **envp)
         }
         case 'h':
             usage(stdout);
+            return EXIT_OK;
+        case 'L':
+            config_print_settings(stdout);
             return EXIT_OK;
         case 'V':
             printf("sluiced %s\n", SLUICE_VERSION);

@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # `make install DESTDIR=... PREFIX=/usr` installs the binaries, the sample
-# configuration, the SQL, the init script (with its defaults file), the
-# runit service directory, the systemd unit and the logrotate snippet, with
-# the right modes and with the installed paths written into the scripts.
+# configuration, the SQL, the man pages, the init script (with its defaults
+# file), the runit service directory, the systemd unit and the logrotate
+# snippet, with the right modes and with the installed paths written into
+# the scripts.
 use strict;
 use warnings;
 use lib 'tests/lib';
@@ -34,6 +35,9 @@ my %want = (
     'etc/sv/sluiced/log/run'      => 0755,
     'usr/lib/systemd/system/sluiced.service' => 0644,
     'etc/logrotate.d/sluice'      => 0644,
+    'usr/share/man/man8/sluiced.8'   => 0644,
+    'usr/share/man/man8/sluicectl.8' => 0644,
+    'usr/share/man/man5/sluice.conf.5' => 0644,
 );
 for my $f (sort keys %want) {
     my @st = stat "$dest/$f";
@@ -58,6 +62,8 @@ unlike(join('', map { slurp("$dest/$_") } grep { !/^usr\/(s?bin)/ } keys %want),
   qr{/usr/local}, 'no /usr/local left in the installed text files');
 is($rig->run('sh', '-n', "$dest/etc/init.d/sluiced")->[0], 0, 'init script: valid sh');
 is($rig->run("$dest/usr/sbin/sluiced", '--help')->[0], 0, 'installed sluiced runs');
+like(slurp("$dest/usr/share/man/man5/sluice.conf.5"), qr/^\.TH SLUICE\.CONF 5 .*^\.B batch_size$/ms,
+  'sluice.conf(5): the page made from the settings table');
 
 # the defaults file and the configuration are the admin's: a second
 # install keeps them (the sample configuration goes beside it)
