@@ -115,6 +115,7 @@ struct worker {
     int64_t redis_logged_ms, pg_logged_ms; /* last "still down" line */
     int64_t redis_down_since, pg_down_since;
     enum worker_state state;
+    int reading;    /* came to its first read: connected, name checked */
     int abandoning; /* stop requested while a server was down */
 
     /* the periodic summary */
@@ -1128,7 +1129,9 @@ worker_run(const struct worker_options *opt)
         enum stream_status st;
 
         worker_check_events(&w);
-        worker_heartbeat(&w, WORKER_RUNNING);
+        /* "running" once it has come to read: connected to both servers,
+         * its name checked (the supervisor's readiness counts on that) */
+        worker_heartbeat(&w, w.reading ? WORKER_RUNNING : WORKER_STARTING);
         worker_summary(&w, 0);
         if (redis_ensure(&w) < 0)
             break;
@@ -1141,6 +1144,7 @@ worker_run(const struct worker_options *opt)
             continue;
         if (pg_ensure(&w) < 0)
             break;
+        w.reading = 1;
         worker_heartbeat(&w, WORKER_RUNNING);
 
         worker_maintain(&w, 0);
