@@ -9,7 +9,7 @@ PACKAGES="build-essential pkg-config libhiredis-dev libpq-dev libbsd-dev
 libcjson-dev redis-server redis-tools postgresql-15 postgresql-client-15
 perl procps util-linux runit libwebsockets-dev libssl-dev zstd openssl socat
 ca-certificates debhelper dpkg-dev fakeroot lintian man-db groff-base
-adduser faketime"
+adduser faketime s6"
 
 missing=""
 for p in $PACKAGES; do

@@ -6,6 +6,7 @@
 #   $(SYSCONFDIR)/init.d/sluiced              LSB init script
 #   $(SYSCONFDIR)/default/sluiced             its settings (not overwritten)
 #   $(SYSCONFDIR)/sv/sluiced/{run,check,log/run}   runit service directory
+#   $(SYSCONFDIR)/s6/sluiced/{run,notification-fd}  s6 service directory
 #   $(SYSTEMDUNITDIR)/sluiced.service         systemd unit
 #   $(SYSCONFDIR)/logrotate.d/sluice          logrotate snippet
 
@@ -28,7 +29,7 @@ SED_PATHS = sed -e 's|/usr/local/sbin/sluiced|$(BINDIR)/sluiced|g' \
 .PHONY: install
 install:
 	install -d $(DESTDIR)$(SYSCONFDIR)/init.d $(DESTDIR)$(SYSCONFDIR)/default \
-	    $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/log \
+	    $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/log $(DESTDIR)$(SYSCONFDIR)/s6/sluiced \
 	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/logrotate.d
 	$(SED_PATHS) etc/init.d/sluiced > $(DESTDIR)$(SYSCONFDIR)/init.d/sluiced
 	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/init.d/sluiced
@@ -37,6 +38,9 @@ install:
 	for f in run check log/run; do \
 	    $(SED_PATHS) etc/runit/sluiced/$$f > $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/$$f && \
 	    chmod 0755 $(DESTDIR)$(SYSCONFDIR)/sv/sluiced/$$f || exit 1; done
+	$(SED_PATHS) etc/s6/sluiced/run > $(DESTDIR)$(SYSCONFDIR)/s6/sluiced/run
+	chmod 0755 $(DESTDIR)$(SYSCONFDIR)/s6/sluiced/run
+	install -m 0644 etc/s6/sluiced/notification-fd $(DESTDIR)$(SYSCONFDIR)/s6/sluiced/
 	$(SED_PATHS) etc/systemd/sluiced.service > $(DESTDIR)$(SYSTEMDUNITDIR)/sluiced.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/sluiced.service
 	$(SED_PATHS) etc/logrotate.d/sluice > $(DESTDIR)$(SYSCONFDIR)/logrotate.d/sluice

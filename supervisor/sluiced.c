@@ -20,6 +20,7 @@
  * Exit codes are those of shared/exitcode.h: 78 for a configuration error,
  * 64 for a bad command line, so that an init system does not loop on them.
  */
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,9 @@ usage(FILE *out)
             "  -d, --daemonize      detach and write the pidfile (SysV "
             "init);\n"
             "                       default: stay in the foreground\n"
+            "      --ready-fd FD    write a newline to FD once the workers\n"
+            "                       consume, and close it (s6's\n"
+            "                       notification-fd)\n"
             "      --worker NAME    run one worker named NAME in the "
             "foreground,\n"
             "                       without a supervisor\n"
@@ -105,6 +109,7 @@ main(int argc, char **argv, char **envp)
         {"config", required_argument, NULL, 'c'},
         {"set", required_argument, NULL, 's'},
         {"daemonize", no_argument, NULL, 'd'},
+        {"ready-fd", required_argument, NULL, 'N'},
         {"worker", required_argument, NULL, 'W'},
         {"firehose", no_argument, NULL, 'F'},
         {"init-schema", no_argument, NULL, 'I'},
@@ -119,6 +124,7 @@ main(int argc, char **argv, char **envp)
     const char *config_path = NULL, *worker_name = NULL;
     char *set_options[MAX_SET_OPTIONS];
     int nset = 0, daemonize = 0, init_schema = 0, check_config = 0, ch;
+    int ready_fd = -1;
     int recount = 0, check = 0, firehose = 0;
     long long check_scan = 100000;
     char err[CONFIG_ERR_MAX];
@@ -140,6 +146,22 @@ main(int argc, char **argv, char **envp)
             }
             set_options[nset++] = optarg;
             break;
+        case 'N': {
+            char *end;
+            long fd = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || fd < 3 || fd > 1023 ||
+                fcntl((int)fd, F_GETFD) < 0) {
+                fprintf(stderr,
+                        "sluiced: --ready-fd %s: not an open descriptor "
+                        "(3 or above)\n",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            /* the children must not hold it: only this process says */
+            (void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+            ready_fd = (int)fd;
+            break;
+        }
         case 'd':
             daemonize = 1;
             break;
@@ -255,6 +277,7 @@ main(int argc, char **argv, char **envp)
         .set_options = set_options,
         .nset_options = nset,
         .daemonize = daemonize,
+        .ready_fd = ready_fd,
     };
     log_set_identity("supervisor", NULL);
     return supervisor_run(&so, &cfg);

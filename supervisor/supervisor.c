@@ -16,7 +16,11 @@
  *   - kills the children whose heartbeat has not changed for
  *     worker_timeout, starts those that are due, stops the ones above the
  *     wanted count;
- *   - logs the aggregate rate and the group's lag every stats_interval.
+ *   - logs the aggregate rate and the group's lag every stats_interval;
+ *   - tells the init system (notify.c): READY=1 (or s6's newline) once
+ *     every wanted worker consumes, RELOADING=1 and READY=1 around a
+ *     reload, STOPPING=1, a STATUS= line with the rate, and WATCHDOG=1
+ *     from this loop when systemd's watchdog is on.
  *
  * Every interval it measures (the stats interval, shutdown_timeout and,
  * in children.c, hangs and restart delays) runs on the monotonic clock
@@ -48,6 +52,7 @@
 #include "shared/stats.h"
 #include "supervisor/children.h"
 #include "supervisor/daemon.h"
+#include "supervisor/notify.h"
 #include "supervisor/supervisor.h"
 
 /* The longest the loop sleeps: hang checks and restarts need a tick. */
@@ -76,6 +81,8 @@ struct supervisor {
     int64_t next_stats_ms;     /* monotonic */
     uint64_t last_applied;     /* for the rate */
     int64_t last_stats_ms;     /* monotonic */
+    int ready;                 /* READY=1 sent: every worker consumed */
+    int64_t next_watchdog_ms;  /* monotonic; 0: no watchdog */
 };
 
 static void
@@ -211,6 +218,40 @@ compute_max_workers(const struct config *cfg)
  * Settings that can't change without a new supervisor (pidfile, stats
  * name, user) keep their running values, with a warning.
  */
+/* The one-line status the init system shows. */
+static void
+status_line(const struct supervisor *sv, double rate, char *buf, size_t len)
+{
+    snprintf(buf, len, "%d workers consuming %.100s/%.100s, ~%.0f events/s",
+             children_running(&sv->ch), sv->cfg->stream_key,
+             sv->cfg->consumer_group, rate);
+}
+
+/*
+ * Ready: every wanted worker runs and has come to read (its slot says
+ * running: it connected to Redis and PostgreSQL and checked its name).
+ * The first time, the init system hears READY=1. Can't fail.
+ */
+static void
+check_ready(struct supervisor *sv)
+{
+    struct stats_slot copy;
+    char status[256];
+
+    if (sv->ready || sv->ch.wanted == 0 ||
+        children_running(&sv->ch) < sv->ch.wanted)
+        return;
+    for (int i = 0; i < sv->ch.wanted; i++) {
+        stats_slot_read(&sv->seg->slots[i], &copy);
+        if (copy.state != WORKER_RUNNING)
+            return;
+    }
+    sv->ready = 1;
+    status_line(sv, 0, status, sizeof(status));
+    notify_ready(status);
+    log_info("ready: %d workers consuming", sv->ch.wanted);
+}
+
 static void
 reload(struct supervisor *sv)
 {
@@ -218,6 +259,9 @@ reload(struct supervisor *sv)
     struct config cmp;
     char err[CONFIG_ERR_MAX];
 
+    char status[256];
+
+    notify_reloading();
     memset(&next, 0, sizeof(next));
     if (config_load(&next, sv->config_path[0] ? sv->config_path : NULL,
                     sv->opt->set_options, sv->opt->nset_options, err,
@@ -225,6 +269,10 @@ reload(struct supervisor *sv)
         log_error("reload refused, still running on the previous "
                   "configuration: %s",
                   err);
+        if (sv->ready) {
+            status_line(sv, 0, status, sizeof(status));
+            notify_ready(status);
+        }
         return;
     }
 #define KEEP(field, what)                                                      \
@@ -278,6 +326,12 @@ reload(struct supervisor *sv)
         set_wanted(sv, next.parallel_consumers, "reload");
     else if (sv->ch.wanted > sv->max_workers)
         set_wanted(sv, sv->max_workers, "reload: db_pool_size");
+    /* the reload is done (its rollout goes on): ready again, or still
+     * waiting for the first time */
+    if (sv->ready) {
+        status_line(sv, 0, status, sizeof(status));
+        notify_ready(status);
+    }
 }
 
 /* The periodic line: aggregate rate, the group's lag and pending count,
@@ -307,6 +361,11 @@ log_stats(struct supervisor *sv)
              "group lag %s, pending %s%s",
              (unsigned long long)applied, rate, children_running(&sv->ch),
              sv->ch.wanted, lag, pending, why);
+    {
+        char status[256];
+        status_line(sv, rate, status, sizeof(status));
+        notify_status(status);
+    }
     /* Trimming drops the oldest entries, acked or not: what is at risk
      * is everything not yet acked, undelivered (lag) or pending. */
     if (gi.lag >= 0 && gi.pending >= 0 && sv->cfg->stream_maxlen > 0 &&
@@ -326,6 +385,7 @@ log_stats(struct supervisor *sv)
 static void
 shutdown_begin(struct supervisor *sv)
 {
+    notify_stopping();
     sv->shutdown_deadline = clock_mono_ms() + sv->cfg->shutdown_timeout_ms;
     log_info("stopping: SIGTERM to %d workers%s (shutdown_timeout %ld ms)",
              children_running(&sv->ch),
@@ -340,6 +400,7 @@ shutdown_begin(struct supervisor *sv)
 static void
 quit_now(struct supervisor *sv)
 {
+    notify_stopping();
     log_info("SIGQUIT: stopping %d workers now", children_running(&sv->ch));
     children_quit(&sv->ch, QUIT_GRACE_MS);
 }
@@ -440,6 +501,9 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
     memset(&sv, 0, sizeof(sv));
     sv.opt = opt;
     sv.cfg = cfg;
+    /* The init system's variables are read (and kept from the children)
+     * before anything is forked. */
+    notify_init(opt->ready_fd);
     /* The reader, when relay_url is set, is due at the first turn. */
     children_init(&sv.ch, cfg, signals_reset);
     /* Signals first: a TERM during startup is taken at the first turn. */
@@ -460,6 +524,8 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
     set_wanted(&sv, cfg->parallel_consumers, "start");
     sv.last_stats_ms = clock_mono_ms();
     sv.next_stats_ms = sv.last_stats_ms + cfg->stats_interval_ms;
+    if (notify_watchdog_ms() > 0)
+        sv.next_watchdog_ms = sv.last_stats_ms;
     log_info("sluiced supervisor (pid %d) started: %d workers on %s/%s, "
              "stats segment %s",
              (int)getpid(), sv.ch.wanted, cfg->stream_key, cfg->consumer_group,
@@ -522,6 +588,7 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
                 rc = EXIT_CONFIG;
                 break;
             }
+            check_ready(&sv);
             now = clock_mono_ms();
             if (now >= sv.next_stats_ms) {
                 log_stats(&sv);
@@ -529,6 +596,14 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
             }
             timeout = children_wait_ms(&sv.ch, timeout);
         }
+        /* the watchdog hears from this loop, whatever it is doing */
+        now = clock_mono_ms();
+        if (sv.next_watchdog_ms > 0 && now >= sv.next_watchdog_ms) {
+            notify_watchdog();
+            sv.next_watchdog_ms = now + notify_watchdog_ms();
+        }
+        if (sv.next_watchdog_ms > 0 && sv.next_watchdog_ms - now < timeout)
+            timeout = (long)(sv.next_watchdog_ms - now);
         ts.tv_sec = timeout / 1000;
         ts.tv_nsec = (timeout % 1000) * 1000000;
         if (ppoll(NULL, 0, &ts, &waitmask) < 0 && errno != EINTR)

@@ -13,6 +13,7 @@ struct supervisor_options {
     char *const *set_options; /* command-line "key=value", re-applied */
     int nset_options;
     int daemonize; /* -d: detach, write the pidfile */
+    int ready_fd;  /* --ready-fd: s6's notification fd, or -1 */
 };
 
 /*

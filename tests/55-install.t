@@ -33,6 +33,8 @@ my %want = (
     'etc/sv/sluiced/run'          => 0755,
     'etc/sv/sluiced/check'        => 0755,
     'etc/sv/sluiced/log/run'      => 0755,
+    'etc/s6/sluiced/run'          => 0755,
+    'etc/s6/sluiced/notification-fd' => 0644,
     'usr/lib/systemd/system/sluiced.service' => 0644,
     'etc/logrotate.d/sluice'      => 0644,
     'usr/share/man/man8/sluiced.8'   => 0644,
@@ -53,6 +55,8 @@ like(slurp("$dest/etc/init.d/sluiced"), qr{^DAEMON=\$\{DAEMON:-/usr/sbin/sluiced
   'init script: the installed sluiced');
 like(slurp("$dest/etc/sv/sluiced/run"), qr{^DAEMON=/usr/sbin/sluiced$}m,
   'runit run: the installed sluiced');
+like(slurp("$dest/etc/s6/sluiced/run"), qr{^DAEMON=/usr/sbin/sluiced$}m,
+    'the s6 run script points at the installed sluiced');
 like(slurp("$dest/etc/sv/sluiced/check"), qr{^SLUICECTL=/usr/bin/sluicectl$}m,
   'runit check: the installed sluicectl');
 like(slurp("$dest/usr/lib/systemd/system/sluiced.service"),
