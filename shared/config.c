@@ -128,6 +128,11 @@ static const struct setting settings[] = {
     {"pidfile", NULL, SET_STRING, OFF(pidfile), 0, 0, NULL, ""},
     {"stats_name", NULL, SET_STRING, OFF(stats_name), 0, 0, NULL, ""},
     {"user", NULL, SET_STRING, OFF(user), 0, 0, NULL, ""},
+    {"http_listen", NULL, SET_STRING, OFF(http_listen), 0, 0, NULL, ""},
+    {"ready_max_lag", NULL, SET_LONG, OFF(ready_max_lag), 0, LONG_MAX, NULL,
+     "100000"},
+    {"ready_max_idle_ms", NULL, SET_DURATION, OFF(ready_max_idle_ms), 100,
+     24 * HOUR_MS, NULL, "60000"},
     {"log_level", "LOG_LEVEL", SET_LEVEL, OFF(log_level), 0, 0, NULL, "info"},
     {"log_target", NULL, SET_STRING, OFF(log_target), 0, 0, NULL, "stderr"},
 };
@@ -565,6 +570,17 @@ validate_common(const struct config *cfg, char *err, size_t errlen)
         return config_error(err, errlen, where, "log_target",
                             "'%s' is not stderr, syslog or an absolute path",
                             cfg->log_target);
+    if (cfg->http_listen[0] != '\0' && cfg->http_listen[0] != '/') {
+        const char *colon = strrchr(cfg->http_listen, ':');
+        char *end;
+        long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+        if (colon == NULL || colon == cfg->http_listen ||
+            !isdigit((unsigned char)colon[1]) || *end != '\0' || port < 1 ||
+            port > 65535)
+            return config_error(err, errlen, where, "http_listen",
+                                "'%s' is not host:port or an absolute path",
+                                cfg->http_listen);
+    }
     if (cfg->stats_name[0] != '\0' &&
         (cfg->stats_name[0] != '/' || strchr(cfg->stats_name + 1, '/')))
         return config_error(err, errlen, where, "stats_name",

@@ -83,6 +83,10 @@ struct config {
     char pidfile[CONFIG_STR_MAX];
     char stats_name[256]; /* shm segment name; "" = derived */
     char user[64];        /* drop privileges to this user ("" = don't) */
+    char http_listen[CONFIG_STR_MAX]; /* host:port or /path; "" = no HTTP */
+    long ready_max_lag;               /* /readyz: group lag at most this */
+    long ready_max_idle_ms; /* /readyz: a commit this recent when there is
+                               anything to read */
 
     /* Logging */
     enum log_level log_level;        /* LOG_LEVEL */

@@ -478,11 +478,11 @@ stats_hist_quantile(const uint64_t *hist, double q)
 }
 
 /*
- * The group's figures from Redis, for the supervisor's periodic log line
- * and for sluicectl: one short-lived connection (shared/redis_conn.h),
- * XLEN and XINFO GROUPS.
- * Both programs need it and only the library is shared between them, so
- * it lives here beside the segment.
+ * The group's figures from Redis, for sluicectl and (on a worker's own
+ * connection, stats_group_query) for the workers, which publish them in
+ * their slots for the supervisor: one short-lived connection
+ * (shared/redis_conn.h), XLEN and XINFO GROUPS. Both programs need it and only
+ * the library is shared between them, so it lives here beside the segment.
  */
 
 static long long
@@ -509,9 +509,7 @@ stats_group_info(const char *redis_url, const char *stream, const char *group,
 {
     struct redis_target target;
     struct redis_conn rc;
-    redisContext *c;
-    redisReply *r;
-    int found = 0;
+    int r;
 
     memset(out, 0, sizeof(*out));
     out->length = out->pending = out->lag = out->consumers = -1;
@@ -522,12 +520,23 @@ stats_group_info(const char *redis_url, const char *stream, const char *group,
         strlcpy(out->error, rc.err, sizeof(out->error));
         return -1;
     }
-    c = rc.ctx;
+    r = stats_group_query(rc.ctx, stream, group, out);
+    redis_conn_close(&rc);
+    return r;
+}
 
+int
+stats_group_query(struct redisContext *c, const char *stream, const char *group,
+                  struct stats_group_info *out)
+{
+    redisReply *r;
+    int found = 0;
+
+    memset(out, 0, sizeof(*out));
+    out->length = out->pending = out->lag = out->consumers = -1;
     r = redisCommand(c, "XLEN %s", stream);
     if (r == NULL) {
         snprintf(out->error, sizeof(out->error), "%s", c->errstr);
-        redis_conn_close(&rc);
         return -1;
     }
     out->length = reply_int(r);
@@ -540,7 +549,6 @@ stats_group_info(const char *redis_url, const char *stream, const char *group,
                  : r->type == REDIS_REPLY_ERROR ? r->str
                                                 : "unexpected reply");
         freeReplyObject(r);
-        redis_conn_close(&rc);
         return -1;
     }
     for (size_t i = 0; i < r->elements && !found; i++) {
@@ -572,7 +580,6 @@ stats_group_info(const char *redis_url, const char *stream, const char *group,
         }
     }
     freeReplyObject(r);
-    redis_conn_close(&rc);
     if (!found) {
         snprintf(out->error, sizeof(out->error), "no group %s on %s", group,
                  stream);

@@ -29,7 +29,7 @@
 #include <sys/types.h>
 
 #define STATS_MAGIC          0x534c4355u /* "SLCU" */
-#define STATS_LAYOUT_VERSION 5u
+#define STATS_LAYOUT_VERSION 6u
 #define STATS_MAX_SLOTS      64
 #define STATS_NAME_MAX       64
 #define STATS_ERROR_MAX      160
@@ -128,6 +128,17 @@ struct stats_slot {
     uint64_t latency_sum_ms;  /* sum of the latencies in latency_hist
                                  (stats_hist_add keeps it) */
     struct stats_firehose fh; /* the firehose reader's slot only */
+    int64_t last_commit_ms;   /* CLOCK_REALTIME ms of the last commit, 0
+                                 before the first (workers) */
+    /* The group's figures as this worker last read them from Redis
+     * (XLEN, XINFO GROUPS, about once a second), so that the supervisor
+     * never asks Redis itself; group_ms is when (CLOCK_REALTIME ms, 0
+     * never), and a figure Redis could not tell is -1. */
+    int64_t group_ms;
+    int64_t group_length;
+    int64_t group_pending;
+    int64_t group_lag;
+    int64_t group_consumers;
 } __attribute__((aligned(64)));
 
 struct stats_header {
@@ -217,7 +228,8 @@ uint64_t stats_hist_quantile(const uint64_t *hist, double q);
  * 65,536. */
 uint64_t stats_hist_bucket_upper_ms(unsigned i);
 
-/* The consumer group's figures in Redis (not in the segment). */
+/* The consumer group's figures in Redis (the workers publish them in
+ * their slots: group_*). */
 struct stats_group_info {
     long long length;    /* XLEN of the stream */
     long long pending;   /* entries delivered, not yet acked */
@@ -236,6 +248,15 @@ struct stats_group_info {
 int stats_group_info(const char *redis_url, const char *stream,
                      const char *group, long timeout_ms,
                      struct stats_group_info *out);
+
+/*
+ * The same figures on an open connection (a worker's, which publishes
+ * them in its slot): XLEN and XINFO GROUPS. Returns 0, or -1 with
+ * out->error set; unknown figures are -1.
+ */
+struct redisContext;
+int stats_group_query(struct redisContext *c, const char *stream,
+                      const char *group, struct stats_group_info *out);
 
 /* Milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t stats_now_ms(void);

@@ -185,7 +185,7 @@ group_redis_url(const struct ctl *ctl)
 }
 
 static void
-group_fetch(const struct ctl *ctl, struct ctl_group *grp)
+group_fetch(const struct ctl *ctl, struct stats_group *grp)
 {
     grp->have_group =
         stats_group_info(group_redis_url(ctl), ctl->seg->hdr.stream,
@@ -204,16 +204,16 @@ nap(long ms)
 static int
 cmd_status(struct ctl *ctl)
 {
-    static struct ctl_snapshot a, b;
-    struct ctl_group grp;
+    static struct stats_snapshot a, b;
+    struct stats_group grp;
 
-    ctl_snapshot_take(ctl->seg, &a);
+    stats_snapshot_take(ctl->seg, &a);
     group_fetch(ctl, &grp);
     /* events/s over about one second */
     int64_t left = 1000 - (stats_now_ms() - a.taken_ms);
     if (left > 0)
         nap(left);
-    ctl_snapshot_take(ctl->seg, &b);
+    stats_snapshot_take(ctl->seg, &b);
     ctl_print_table(stdout, &b, &a, &grp);
     return 0;
 }
@@ -221,10 +221,10 @@ cmd_status(struct ctl *ctl)
 static int
 cmd_top(struct ctl *ctl)
 {
-    static struct ctl_snapshot snaps[2];
+    static struct stats_snapshot snaps[2];
     struct termios saved, raw;
     int tty = isatty(STDIN_FILENO), cur = 0, have_prev = 0, quit = 0;
-    struct ctl_group grp;
+    struct stats_group grp;
 
     if (tty && tcgetattr(STDIN_FILENO, &saved) == 0) {
         raw = saved;
@@ -239,7 +239,7 @@ cmd_top(struct ctl *ctl)
         struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
         int64_t until;
 
-        ctl_snapshot_take(ctl->seg, &snaps[cur]);
+        stats_snapshot_take(ctl->seg, &snaps[cur]);
         group_fetch(ctl, &grp);
         if (tty || isatty(STDOUT_FILENO))
             fputs("\033[H\033[2J", stdout);
@@ -280,10 +280,10 @@ cmd_top(struct ctl *ctl)
 static int
 cmd_stats(struct ctl *ctl, const char *format)
 {
-    static struct ctl_snapshot snap;
-    struct ctl_group grp;
+    static struct stats_snapshot snap;
+    struct stats_group grp;
 
-    ctl_snapshot_take(ctl->seg, &snap);
+    stats_snapshot_take(ctl->seg, &snap);
     group_fetch(ctl, &grp);
     if (strcmp(format, "--json") == 0) {
         if (ctl_print_json(stdout, &snap, ctl->segname, &grp) < 0) {
@@ -291,7 +291,7 @@ cmd_stats(struct ctl *ctl, const char *format)
             return CTL_EXIT_FAILED;
         }
     } else {
-        ctl_print_prometheus(stdout, &snap, &grp);
+        stats_print_prometheus(stdout, &snap, &grp);
     }
     return fflush(stdout) == 0 ? 0 : CTL_EXIT_FAILED;
 }

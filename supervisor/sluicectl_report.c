@@ -16,27 +16,11 @@
 
 #include "supervisor/sluicectl.h"
 
-void
-ctl_snapshot_take(const struct stats_segment *seg, struct ctl_snapshot *snap)
-{
-    snap->taken_ms = stats_now_ms();
-    memcpy(&snap->hdr, &seg->hdr, sizeof(snap->hdr));
-    for (int i = 0; i < STATS_MAX_SLOTS; i++)
-        stats_slot_read(&seg->slots[i], &snap->slots[i]);
-    stats_slot_read(&seg->firehose, &snap->firehose);
-}
-
-int
-ctl_slot_used(const struct stats_slot *s)
-{
-    return s->name[0] != '\0';
-}
-
 /* A slot whose worker is part of the current set (not scaled away). */
 static int
 slot_listed(const struct stats_slot *s)
 {
-    return ctl_slot_used(s) && s->state != WORKER_EMPTY;
+    return stats_slot_used(s) && s->state != WORKER_EMPTY;
 }
 
 static void
@@ -59,7 +43,7 @@ counters_add(struct stats_counters *sum, const struct stats_counters *c)
 
 /* events/s of slot i between prev and snap; -1 when unknown. */
 static double
-slot_rate(const struct ctl_snapshot *snap, const struct ctl_snapshot *prev,
+slot_rate(const struct stats_snapshot *snap, const struct stats_snapshot *prev,
           int i)
 {
     double secs;
@@ -104,14 +88,14 @@ format_rate(char *buf, size_t len, double r)
 
 /* The reader's lines of the table, when a reader ran. */
 static void
-print_firehose(FILE *out, const struct ctl_snapshot *snap,
-               const struct ctl_snapshot *prev)
+print_firehose(FILE *out, const struct stats_snapshot *snap,
+               const struct stats_snapshot *prev)
 {
     const struct stats_slot *s = &snap->firehose;
     const struct stats_firehose *fh = &s->fh;
     char up[32], rate[32] = "-", behind[32] = "-";
 
-    if (!ctl_slot_used(s))
+    if (!stats_slot_used(s))
         return;
     format_uptime(up, sizeof(up),
                   s->state == WORKER_DEAD ? -1
@@ -152,8 +136,9 @@ print_firehose(FILE *out, const struct ctl_snapshot *snap,
 }
 
 void
-ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
-                const struct ctl_snapshot *prev, const struct ctl_group *grp)
+ctl_print_table(FILE *out, const struct stats_snapshot *snap,
+                const struct stats_snapshot *prev,
+                const struct stats_group *grp)
 {
     struct stats_counters total;
     double total_rate = 0;
@@ -175,7 +160,7 @@ ctl_print_table(FILE *out, const struct ctl_snapshot *snap,
         const struct stats_slot *s = &snap->slots[i];
         double r;
 
-        if (!ctl_slot_used(s))
+        if (!stats_slot_used(s))
             continue;
         counters_add(&total, &s->c);
         r = slot_rate(snap, prev, i);
@@ -264,7 +249,7 @@ json_firehose(cJSON *root, const struct stats_slot *s)
     const struct stats_firehose *fh = &s->fh;
     cJSON *o;
 
-    if (!ctl_slot_used(s)) {
+    if (!stats_slot_used(s)) {
         cJSON_AddNullToObject(root, "firehose");
         return;
     }
@@ -308,8 +293,8 @@ json_firehose(cJSON *root, const struct stats_slot *s)
 }
 
 int
-ctl_print_json(FILE *out, const struct ctl_snapshot *snap,
-               const char *segment_name, const struct ctl_group *grp)
+ctl_print_json(FILE *out, const struct stats_snapshot *snap,
+               const char *segment_name, const struct stats_group *grp)
 {
     cJSON *root, *sup, *bounds, *workers, *total, *group;
     struct stats_counters sum;
@@ -343,7 +328,7 @@ ctl_print_json(FILE *out, const struct ctl_snapshot *snap,
         const struct stats_slot *s = &snap->slots[i];
         cJSON *w, *lat, *hist;
 
-        if (!ctl_slot_used(s))
+        if (!stats_slot_used(s))
             continue;
         counters_add(&sum, &s->c);
         w = cJSON_CreateObject();
@@ -407,316 +392,4 @@ ctl_print_json(FILE *out, const struct ctl_snapshot *snap,
     fprintf(out, "%s\n", text);
     free(text);
     return 0;
-}
-
-/* ---- Prometheus ------------------------------------------------------- */
-
-/* A label value with \, " and newline escaped, into buf. */
-static const char *
-prom_escape(const char *in, char *buf, size_t len)
-{
-    size_t o = 0;
-
-    for (; *in != '\0' && o + 3 < len; in++) {
-        if (*in == '\\' || *in == '"') {
-            buf[o++] = '\\';
-            buf[o++] = *in;
-        } else if (*in == '\n') {
-            buf[o++] = '\\';
-            buf[o++] = 'n';
-        } else {
-            buf[o++] = *in;
-        }
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
-struct prom_counter {
-    const char *name;
-    const char *help;
-    size_t offset; /* in struct stats_counters */
-};
-
-#define COUNTER(field, help)                                                   \
-    {                                                                          \
-        "sluice_" #field "_total", help,                                       \
-            offsetof(struct stats_counters, field)                             \
-    }
-
-static const struct prom_counter prom_counters[] = {
-    COUNTER(entries_read, "Stream entries delivered to the worker."),
-    COUNTER(events_applied, "Stream entries committed to PostgreSQL."),
-    COUNTER(dead_lettered, "Entries moved to the dead-letter stream."),
-    COUNTER(batches_committed, "Batches committed to PostgreSQL."),
-    COUNTER(batches_retried, "Batches applied again after a transient "
-                             "failure."),
-    COUNTER(deadlocks, "Batches rolled back by a PostgreSQL deadlock and "
-                       "applied again."),
-    COUNTER(counter_folds, "Runs of the sink's maintenance that found work "
-                           "(atproto: counter deltas folded, or another "
-                           "worker folding)."),
-    COUNTER(entries_claimed, "Entries taken over with XAUTOCLAIM."),
-    COUNTER(acks, "Entries acknowledged with XACK."),
-    COUNTER(redis_errors, "Redis errors seen by the worker."),
-    COUNTER(pg_errors, "PostgreSQL errors seen by the worker."),
-    COUNTER(restarts, "Restarts of the worker by the supervisor."),
-    COUNTER(entries_trimmed_unread,
-            "Entries the stream lost to trimming before the group read them "
-            "(found by this worker)."),
-};
-
-#define FH_COUNTER(field, help)                                                \
-    {                                                                          \
-        "sluice_firehose_" #field "_total", help,                              \
-            offsetof(struct stats_firehose, field)                             \
-    }
-
-static const struct prom_counter prom_firehose_counters[] = {
-    FH_COUNTER(frames, "Messages received from the relay."),
-    FH_COUNTER(bytes, "WebSocket payload bytes received from the relay."),
-    FH_COUNTER(entries, "Entries the reader added to the stream."),
-    FH_COUNTER(malformed, "Frames skipped as malformed (dead-lettered)."),
-    FH_COUNTER(oversize, "Frames over firehose_max_frame (dead-lettered)."),
-    FH_COUNTER(sync, "#sync frames, skipped."),
-    FH_COUNTER(info, "#info frames from the relay."),
-    FH_COUNTER(unknown, "Frames of an unknown type, skipped."),
-    FH_COUNTER(relay_errors, "Error frames from the relay."),
-    FH_COUNTER(too_big, "Commits flagged tooBig (no records)."),
-    FH_COUNTER(ops_without_record, "Create or update ops whose record "
-                                   "block was not in the frame."),
-    FH_COUNTER(connects, "Connections opened to the relay."),
-    FH_COUNTER(pauses, "Times the stream's cap stopped the reading."),
-    FH_COUNTER(trimmed, "Entries trimmed after every group acked them."),
-};
-
-/* The reader's metrics, when a reader ran. */
-static void
-prom_firehose(FILE *out, const struct ctl_snapshot *snap)
-{
-    const struct stats_slot *s = &snap->firehose;
-    const struct stats_firehose *fh = &s->fh;
-    double now_s = (double)snap->taken_ms / 1000.0;
-
-    if (!ctl_slot_used(s))
-        return;
-    for (size_t k = 0;
-         k < sizeof(prom_firehose_counters) / sizeof(prom_firehose_counters[0]);
-         k++) {
-        const struct prom_counter *pc = &prom_firehose_counters[k];
-        uint64_t v;
-
-        memcpy(&v, (const char *)fh + pc->offset, sizeof(v));
-        fprintf(out, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n",
-                pc->name, pc->help, pc->name, pc->name, v);
-    }
-    fprintf(out,
-            "# HELP sluice_firehose_up 1 when the reader process runs.\n"
-            "# TYPE sluice_firehose_up gauge\nsluice_firehose_up %d\n",
-            s->state != WORKER_DEAD && s->state != WORKER_EMPTY);
-    fprintf(out, "# HELP sluice_firehose_state The reader's state (1 for "
-                 "the current one).\n# TYPE sluice_firehose_state gauge\n");
-    for (int st = FIREHOSE_CONNECTING; st < FIREHOSE_STATE_COUNT; st++)
-        fprintf(out, "sluice_firehose_state{state=\"%s\"} %d\n",
-                firehose_state_name((enum firehose_state)st),
-                (int)fh->state == st);
-    fprintf(out,
-            "# HELP sluice_firehose_last_seq Relay seq of the last entry "
-            "written.\n# TYPE sluice_firehose_last_seq gauge\n"
-            "sluice_firehose_last_seq %" PRId64 "\n",
-            fh->last_seq);
-    fprintf(out,
-            "# HELP sluice_firehose_cursor_seq The seq saved as the "
-            "cursor.\n# TYPE sluice_firehose_cursor_seq gauge\n"
-            "sluice_firehose_cursor_seq %" PRId64 "\n",
-            fh->cursor_saved);
-    if (fh->last_event_ms > 0)
-        fprintf(out,
-                "# HELP sluice_firehose_event_lag_seconds Now minus the "
-                "relay's time of the last event read.\n"
-                "# TYPE sluice_firehose_event_lag_seconds gauge\n"
-                "sluice_firehose_event_lag_seconds %.3f\n",
-                now_s - (double)fh->last_event_ms / 1000.0);
-    if (fh->stream_length >= 0)
-        fprintf(out,
-                "# HELP sluice_firehose_stream_length XLEN at the reader's "
-                "last trim check.\n"
-                "# TYPE sluice_firehose_stream_length gauge\n"
-                "sluice_firehose_stream_length %" PRId64 "\n",
-                fh->stream_length);
-    fprintf(out,
-            "# HELP sluice_firehose_dead_lettered_total Frames the reader "
-            "wrote to the dead-letter stream.\n"
-            "# TYPE sluice_firehose_dead_lettered_total counter\n"
-            "sluice_firehose_dead_lettered_total %" PRIu64 "\n",
-            s->c.dead_lettered);
-    if (s->heartbeat_ms > 0)
-        fprintf(out,
-                "# HELP sluice_firehose_heartbeat_age_seconds Time since the "
-                "reader's last heartbeat.\n"
-                "# TYPE sluice_firehose_heartbeat_age_seconds gauge\n"
-                "sluice_firehose_heartbeat_age_seconds %.3f\n",
-                now_s - (double)s->heartbeat_ms / 1000.0);
-}
-
-void
-ctl_print_prometheus(FILE *out, const struct ctl_snapshot *snap,
-                     const struct ctl_group *grp)
-{
-    char w[STATS_NAME_MAX * 2 + 1];
-    double now_s = (double)snap->taken_ms / 1000.0;
-
-    for (size_t k = 0; k < sizeof(prom_counters) / sizeof(prom_counters[0]);
-         k++) {
-        const struct prom_counter *pc = &prom_counters[k];
-
-        fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", pc->name, pc->help,
-                pc->name);
-        for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-            const struct stats_slot *s = &snap->slots[i];
-            uint64_t v;
-
-            if (!ctl_slot_used(s))
-                continue;
-            memcpy(&v, (const char *)&s->c + pc->offset, sizeof(v));
-            fprintf(out, "%s{worker=\"%s\"} %" PRIu64 "\n", pc->name,
-                    prom_escape(s->name, w, sizeof(w)), v);
-        }
-    }
-
-    fprintf(out, "# HELP sluice_worker_up 1 when the worker process runs "
-                 "(starting, running, draining or backing off).\n"
-                 "# TYPE sluice_worker_up gauge\n");
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        const struct stats_slot *s = &snap->slots[i];
-        if (!slot_listed(s))
-            continue;
-        fprintf(out, "sluice_worker_up{worker=\"%s\"} %d\n",
-                prom_escape(s->name, w, sizeof(w)),
-                s->state != WORKER_DEAD ? 1 : 0);
-    }
-
-    fprintf(out, "# HELP sluice_worker_state The worker's state (1 for the "
-                 "current one).\n"
-                 "# TYPE sluice_worker_state gauge\n");
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        const struct stats_slot *s = &snap->slots[i];
-        if (!slot_listed(s))
-            continue;
-        prom_escape(s->name, w, sizeof(w));
-        for (int st = WORKER_STARTING; st < WORKER_STATE_COUNT; st++)
-            fprintf(out, "sluice_worker_state{worker=\"%s\",state=\"%s\"} %d\n",
-                    w, worker_state_name((enum worker_state)st),
-                    (int)s->state == st);
-    }
-
-    fprintf(out, "# HELP sluice_worker_heartbeat_age_seconds Time since the "
-                 "worker's last heartbeat.\n"
-                 "# TYPE sluice_worker_heartbeat_age_seconds gauge\n");
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        const struct stats_slot *s = &snap->slots[i];
-        if (!slot_listed(s) || s->heartbeat_ms == 0)
-            continue;
-        fprintf(out,
-                "sluice_worker_heartbeat_age_seconds{worker=\"%s\"} "
-                "%.3f\n",
-                prom_escape(s->name, w, sizeof(w)),
-                now_s - (double)s->heartbeat_ms / 1000.0);
-    }
-
-    fprintf(out, "# HELP sluice_worker_start_time_seconds When the worker "
-                 "process started (Unix time).\n"
-                 "# TYPE sluice_worker_start_time_seconds gauge\n");
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        const struct stats_slot *s = &snap->slots[i];
-        if (!slot_listed(s) || s->started_ms == 0)
-            continue;
-        fprintf(out, "sluice_worker_start_time_seconds{worker=\"%s\"} %.3f\n",
-                prom_escape(s->name, w, sizeof(w)),
-                (double)s->started_ms / 1000.0);
-    }
-
-    fprintf(out, "# HELP sluice_last_batch_size Entries in the worker's last "
-                 "batch.\n# TYPE sluice_last_batch_size gauge\n");
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        const struct stats_slot *s = &snap->slots[i];
-        if (!slot_listed(s))
-            continue;
-        fprintf(out, "sluice_last_batch_size{worker=\"%s\"} %u\n",
-                prom_escape(s->name, w, sizeof(w)), s->last_batch_size);
-    }
-
-    fprintf(out, "# HELP sluice_commit_latency_seconds Time from the stream "
-                 "entry's ID to the commit of its batch.\n"
-                 "# TYPE sluice_commit_latency_seconds histogram\n");
-    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
-        const struct stats_slot *s = &snap->slots[i];
-        uint64_t cum = 0;
-
-        if (!ctl_slot_used(s))
-            continue;
-        prom_escape(s->name, w, sizeof(w));
-        for (unsigned b = 0; b < STATS_HIST_BUCKETS; b++) {
-            cum += s->latency_hist[b];
-            if (b == STATS_HIST_BUCKETS - 1)
-                fprintf(out,
-                        "sluice_commit_latency_seconds_bucket{worker=\"%s\","
-                        "le=\"+Inf\"} %" PRIu64 "\n",
-                        w, cum);
-            else
-                fprintf(out,
-                        "sluice_commit_latency_seconds_bucket{worker=\"%s\","
-                        "le=\"%g\"} %" PRIu64 "\n",
-                        w, (double)stats_hist_bucket_upper_ms(b) / 1000.0, cum);
-        }
-        fprintf(out,
-                "sluice_commit_latency_seconds_sum{worker=\"%s\"} %.3f\n"
-                "sluice_commit_latency_seconds_count{worker=\"%s\"} %" PRIu64
-                "\n",
-                w, (double)s->latency_sum_ms / 1000.0, w, cum);
-    }
-
-    fprintf(out,
-            "# HELP sluice_supervisor_start_time_seconds When sluiced "
-            "started (Unix time).\n"
-            "# TYPE sluice_supervisor_start_time_seconds gauge\n"
-            "sluice_supervisor_start_time_seconds %.3f\n",
-            (double)snap->hdr.started_ms / 1000.0);
-    fprintf(out,
-            "# HELP sluice_config_generation Reloads since sluiced "
-            "started.\n# TYPE sluice_config_generation gauge\n"
-            "sluice_config_generation %u\n",
-            (unsigned)snap->hdr.generation);
-    fprintf(out,
-            "# HELP sluice_workers_wanted Worker processes sluiced "
-            "keeps running.\n# TYPE sluice_workers_wanted gauge\n"
-            "sluice_workers_wanted %u\n",
-            (unsigned)snap->hdr.workers_wanted);
-
-    if (grp != NULL && grp->have_group) {
-        fprintf(out,
-                "# HELP sluice_group_pending Entries delivered to the "
-                "group and not yet acknowledged.\n"
-                "# TYPE sluice_group_pending gauge\n"
-                "sluice_group_pending %lld\n",
-                grp->gi.pending);
-        if (grp->gi.lag >= 0)
-            fprintf(out,
-                    "# HELP sluice_group_lag Stream entries not yet "
-                    "delivered to the group.\n"
-                    "# TYPE sluice_group_lag gauge\n"
-                    "sluice_group_lag %lld\n",
-                    grp->gi.lag);
-        fprintf(out,
-                "# HELP sluice_stream_length Entries in the stream "
-                "(XLEN).\n# TYPE sluice_stream_length gauge\n"
-                "sluice_stream_length %lld\n",
-                grp->gi.length);
-    }
-    fprintf(out,
-            "# HELP sluice_group_up 1 when Redis answered the group "
-            "query.\n# TYPE sluice_group_up gauge\n"
-            "sluice_group_up %d\n",
-            grp != NULL && grp->have_group ? 1 : 0);
-    prom_firehose(out, snap);
 }

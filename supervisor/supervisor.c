@@ -44,14 +44,17 @@
 #include <bsd/libutil.h>
 #include <bsd/string.h>
 #include <bsd/unistd.h>
+#include <cjson/cJSON.h>
 
 #include "shared/clock.h"
 #include "shared/config.h"
 #include "shared/exitcode.h"
 #include "shared/log.h"
+#include "shared/prom.h"
 #include "shared/stats.h"
 #include "supervisor/children.h"
 #include "supervisor/daemon.h"
+#include "supervisor/http.h"
 #include "supervisor/notify.h"
 #include "supervisor/supervisor.h"
 
@@ -59,8 +62,10 @@
 #define TICK_MS 250
 /* QUIT: how long workers get after SIGQUIT before SIGKILL. */
 #define QUIT_GRACE_MS 1000
-/* Redis timeout of the periodic group query. */
-#define GROUP_QUERY_TIMEOUT_MS 500
+/* The group's figures come from the workers' slots (they ask Redis about
+ * once a second; the loop never does): older than this, they are
+ * unknown. */
+#define GROUP_FRESH_MS 5000
 /* Warn when the group's unacked entries exceed this share of
  * stream_maxlen. */
 #define LAG_WARN_FRACTION 0.8
@@ -83,7 +88,11 @@ struct supervisor {
     int64_t last_stats_ms;     /* monotonic */
     int ready;                 /* READY=1 sent: every worker consumed */
     int64_t next_watchdog_ms;  /* monotonic; 0: no watchdog */
+    struct http_server http;   /* http_listen; fd -1 when off */
 };
+
+/* For the child's setup after fork (children.c's in_child hook). */
+static struct http_server *child_http;
 
 static void
 on_signal(int sig)
@@ -160,6 +169,16 @@ signals_reset(void)
     sigaction(SIGPIPE, &sa, NULL);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* The child's setup: signals back to default, the supervisor's HTTP
+ * sockets closed (a worker must not hold the listener). */
+static void
+child_setup(void)
+{
+    signals_reset();
+    if (child_http != NULL)
+        http_close(child_http, 0);
 }
 
 /* Sum of events_applied over every slot (retired ones included). */
@@ -287,6 +306,7 @@ reload(struct supervisor *sv)
     KEEP(pidfile, "pidfile");
     KEEP(stats_name, "stats_name");
     KEEP(user, "user");
+    KEEP(http_listen, "http_listen");
     KEEP(stream_key, "stream_key (the segment is named after it)");
     KEEP(consumer_group, "consumer_group (the segment is named after it)");
 #undef KEEP
@@ -303,6 +323,9 @@ reload(struct supervisor *sv)
      * restart for the rest. */
     cmp = next;
     cmp.parallel_consumers = sv->cfg->parallel_consumers;
+    /* the supervisor's own: nothing for the workers */
+    cmp.ready_max_lag = sv->cfg->ready_max_lag;
+    cmp.ready_max_idle_ms = sv->cfg->ready_max_idle_ms;
     config_copy_firehose(&cmp, sv->cfg);
     int others_changed = memcmp(&cmp, sv->cfg, sizeof(cmp)) != 0;
     int count_changed = next.parallel_consumers != sv->cfg->parallel_consumers;
@@ -339,7 +362,9 @@ reload(struct supervisor *sv)
 static void
 log_stats(struct supervisor *sv)
 {
-    struct stats_group_info gi;
+    static struct stats_snapshot snap; /* large: not on the stack */
+    struct stats_group grp;
+    const struct stats_group_info *gi = &grp.gi;
     int64_t now = clock_mono_ms();
     uint64_t applied = applied_total(sv);
     double secs = (double)(now - sv->last_stats_ms) / 1000.0;
@@ -348,14 +373,14 @@ log_stats(struct supervisor *sv)
                       : 0;
     char lag[48] = "?", pending[48] = "?", why[200] = "";
 
-    if (stats_group_info(sv->cfg->redis_url, sv->cfg->stream_key,
-                         sv->cfg->consumer_group, GROUP_QUERY_TIMEOUT_MS,
-                         &gi) == 0) {
-        if (gi.lag >= 0)
-            snprintf(lag, sizeof(lag), "%lld", gi.lag);
-        snprintf(pending, sizeof(pending), "%lld", gi.pending);
+    stats_snapshot_take(sv->seg, &snap);
+    stats_group_published(&snap, GROUP_FRESH_MS, &grp);
+    if (grp.have_group) {
+        if (gi->lag >= 0)
+            snprintf(lag, sizeof(lag), "%lld", gi->lag);
+        snprintf(pending, sizeof(pending), "%lld", gi->pending);
     } else {
-        snprintf(why, sizeof(why), " (redis: %s)", gi.error);
+        snprintf(why, sizeof(why), " (%s)", gi->error);
     }
     log_info("processed %llu events (~%.0f events/sec), %d/%d workers, "
              "group lag %s, pending %s%s",
@@ -368,13 +393,13 @@ log_stats(struct supervisor *sv)
     }
     /* Trimming drops the oldest entries, acked or not: what is at risk
      * is everything not yet acked, undelivered (lag) or pending. */
-    if (gi.lag >= 0 && gi.pending >= 0 && sv->cfg->stream_maxlen > 0 &&
-        (double)(gi.lag + gi.pending) >
+    if (gi->lag >= 0 && gi->pending >= 0 && sv->cfg->stream_maxlen > 0 &&
+        (double)(gi->lag + gi->pending) >
             LAG_WARN_FRACTION * (double)sv->cfg->stream_maxlen)
         log_warnx("unacked entries (%lld: lag %lld, pending %lld) are close "
                   "to the stream's MAXLEN (%ld): trimming will delete "
                   "entries before they are applied; add workers or hosts",
-                  gi.lag + gi.pending, gi.lag, gi.pending,
+                  gi->lag + gi->pending, gi->lag, gi->pending,
                   sv->cfg->stream_maxlen);
     sv->last_applied = applied;
     sv->last_stats_ms = now;
@@ -405,9 +430,114 @@ quit_now(struct supervisor *sv)
     children_quit(&sv->ch, QUIT_GRACE_MS);
 }
 
+/* ---- HTTP: /healthz, /readyz, /metrics (supervisor/http.c) ----------- */
+
+/*
+ * /readyz: NULL when the service does its job, else why not (into why).
+ * Ready: not stopping; every wanted worker's slot says running; the
+ * group's figures (published by the workers) are fresh and its lag is at
+ * most ready_max_lag; and when there is anything to read (lag or pending
+ * above 0, or the lag unknown) some worker committed within
+ * ready_max_idle_ms (counted from the supervisor's start before the
+ * first commit). Can't fail.
+ */
+static const char *
+not_ready(struct supervisor *sv, const struct stats_snapshot *snap, char *why,
+          size_t len)
+{
+    struct stats_group grp;
+    int64_t last_commit = 0;
+
+    if (sv->ch.shutting_down)
+        return "stopping";
+    for (int i = 0; i < sv->ch.wanted && i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+        if (s->state != WORKER_RUNNING) {
+            if (s->name[0] != '\0')
+                snprintf(why, len, "worker %s is %s", s->name,
+                         worker_state_name((enum worker_state)s->state));
+            else
+                snprintf(why, len, "worker %d is not started", i + 1);
+            return why;
+        }
+    }
+    stats_group_published(snap, GROUP_FRESH_MS, &grp);
+    if (!grp.have_group) {
+        snprintf(why, len, "%s", grp.gi.error);
+        return why;
+    }
+    if (grp.gi.lag > sv->cfg->ready_max_lag) {
+        snprintf(why, len, "group lag %lld is over ready_max_lag %ld",
+                 grp.gi.lag, sv->cfg->ready_max_lag);
+        return why;
+    }
+    if (grp.gi.lag == 0 && grp.gi.pending <= 0)
+        return NULL;
+    for (int i = 0; i < STATS_MAX_SLOTS; i++)
+        if (snap->slots[i].last_commit_ms > last_commit)
+            last_commit = snap->slots[i].last_commit_ms;
+    if (last_commit == 0)
+        last_commit = snap->hdr.started_ms;
+    if (snap->taken_ms - last_commit > sv->cfg->ready_max_idle_ms) {
+        snprintf(why, len,
+                 "nothing committed for %.1f s (ready_max_idle_ms %ld) with "
+                 "lag %lld, pending %lld",
+                 (double)(snap->taken_ms - last_commit) / 1000.0,
+                 sv->cfg->ready_max_idle_ms, grp.gi.lag, grp.gi.pending);
+        return why;
+    }
+    return NULL;
+}
+
+static int
+http_answer(void *arg, const char *path, FILE *body, const char **ctype)
+{
+    static struct stats_snapshot snap; /* large: not on the stack */
+    struct supervisor *sv = arg;
+    struct stats_group grp;
+    char whybuf[STATS_ERROR_MAX + 200];
+    const char *why;
+
+    if (strcmp(path, "/healthz") == 0) {
+        fputs("ok\n", body);
+        return 200;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        stats_snapshot_take(sv->seg, &snap);
+        stats_group_published(&snap, GROUP_FRESH_MS, &grp);
+        stats_print_prometheus(body, &snap, &grp);
+        return 200;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        cJSON *o = cJSON_CreateObject();
+        char *text;
+
+        *ctype = "application/json";
+        stats_snapshot_take(sv->seg, &snap);
+        why = not_ready(sv, &snap, whybuf, sizeof(whybuf));
+        if (o != NULL) {
+            cJSON_AddBoolToObject(o, "ready", why == NULL);
+            if (why != NULL)
+                cJSON_AddStringToObject(o, "reason", why);
+        }
+        text = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
+        fprintf(body, "%s\n",
+                text != NULL  ? text
+                : why == NULL ? "{\"ready\":true}"
+                              : "{\"ready\":false}");
+        free(text);
+        cJSON_Delete(o);
+        return why == NULL ? 200 : 503;
+    }
+    fputs("not found\n", body);
+    return 404;
+}
+
 static void
 cleanup(struct supervisor *sv)
 {
+    http_close(&sv->http, 1);
     children_close(&sv->ch);
     stats_remove(sv->seg, sv->stats_name);
     sv->seg = NULL;
@@ -479,6 +609,19 @@ startup(struct supervisor *sv)
         log_error("pidfile %s: %s", cfg->pidfile, strerror(errno));
         return EXIT_SOFTWARE;
     }
+    /* Bound before the privilege drop: a port below 1024 or a socket in
+     * a root-owned folder stay possible. */
+    if (cfg->http_listen[0] != '\0') {
+        char addr[160];
+
+        if (http_open(&sv->http, cfg->http_listen, http_answer, sv, err,
+                      sizeof(err)) < 0) {
+            log_error("%s", err);
+            return EXIT_CONFIG;
+        }
+        http_local_address(&sv->http, addr, sizeof(addr));
+        log_info("http: listening on %s (/healthz, /readyz, /metrics)", addr);
+    }
     if (cfg->user[0] != '\0') {
         if (geteuid() == 0 && stats_chown(sv->stats_name, uid, gid) < 0)
             log_warn("stats segment %s: chown to %s", sv->stats_name,
@@ -499,13 +642,15 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
     int rc;
 
     memset(&sv, 0, sizeof(sv));
+    sv.http.fd = -1;
+    child_http = &sv.http;
     sv.opt = opt;
     sv.cfg = cfg;
     /* The init system's variables are read (and kept from the children)
      * before anything is forked. */
     notify_init(opt->ready_fd);
     /* The reader, when relay_url is set, is due at the first turn. */
-    children_init(&sv.ch, cfg, signals_reset);
+    children_init(&sv.ch, cfg, child_setup);
     /* Signals first: a TERM during startup is taken at the first turn. */
     signals_install(&waitmask);
 
@@ -536,6 +681,8 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
         int64_t now;
         long timeout = TICK_MS;
         struct timespec ts;
+        struct pollfd pfd[HTTP_NPOLLFD];
+        int npfd;
 
         if (got_chld) {
             got_chld = 0;
@@ -604,10 +751,19 @@ supervisor_run(const struct supervisor_options *opt, struct config *cfg)
         }
         if (sv.next_watchdog_ms > 0 && sv.next_watchdog_ms - now < timeout)
             timeout = (long)(sv.next_watchdog_ms - now);
+        timeout = http_wait_ms(&sv.http, timeout);
         ts.tv_sec = timeout / 1000;
         ts.tv_nsec = (timeout % 1000) * 1000000;
-        if (ppoll(NULL, 0, &ts, &waitmask) < 0 && errno != EINTR)
-            log_warn("ppoll");
+        /* The HTTP sockets (none when http_listen is empty) and the
+         * signals, in one wait: a signal ends it at once. */
+        npfd = http_pollfds(&sv.http, pfd);
+        if (ppoll(npfd > 0 ? pfd : NULL, (nfds_t)npfd, &ts, &waitmask) < 0) {
+            if (errno != EINTR)
+                log_warn("ppoll");
+            for (int i = 0; i < npfd; i++)
+                pfd[i].revents = 0;
+        }
+        http_serve(&sv.http, pfd, npfd);
     }
     log_info("processed %llu events in total; supervisor exiting",
              (unsigned long long)applied_total(&sv));

@@ -71,6 +71,7 @@ volatile sig_atomic_t worker_reopen_logs;
 
 #define WAIT_SLICE_MS        250  /* longest sleep between flag checks */
 #define TRIM_CHECK_MS        1000 /* entries trimmed unread: how often */
+#define GROUP_PUBLISH_MS     1000 /* the group's figures: how often */
 #define BLOCK_MAX_MS         1000 /* longest XREADGROUP BLOCK */
 #define SUMMARY_INTERVAL_MS  10000
 #define BACKOFF_LOG_EVERY_MS 30000 /* once retries are slow, log this often */
@@ -127,6 +128,7 @@ struct worker {
     int maintain_pending;       /* committed work may be waiting for it */
     int64_t next_maintain_ms;   /* monotonic */
     int64_t next_trim_check_ms; /* monotonic */
+    int64_t next_group_ms;      /* monotonic: group figures due */
     int64_t maintain_logged_ms;
 };
 
@@ -259,6 +261,37 @@ worker_trim_check(struct worker *w)
               msg, cfg->stream_key);
 }
 
+/*
+ * About once a second: the group's figures (XLEN, XINFO GROUPS) into this
+ * worker's slot, where the supervisor reads them for its log line,
+ * /metrics and /readyz, so that its loop never waits for Redis. Two
+ * cheap commands on the connection this worker has open anyway. A
+ * failure publishes nothing (the figures age); a broken connection is
+ * found by the read that follows. Can't fail.
+ */
+static void
+worker_group_publish(struct worker *w)
+{
+    struct stats_group_info gi;
+    int64_t now = clock_mono_ms();
+
+    if (now < w->next_group_ms || w->rc.ctx == NULL)
+        return;
+    w->next_group_ms = now + GROUP_PUBLISH_MS;
+    if (stats_group_query(w->rc.ctx, w->cfg->stream_key, w->cfg->consumer_group,
+                          &gi) < 0) {
+        log_debug("group figures: %s", gi.error);
+        return;
+    }
+    stats_slot_write_begin(w->slot);
+    w->slot->group_length = gi.length;
+    w->slot->group_pending = gi.pending;
+    w->slot->group_lag = gi.lag;
+    w->slot->group_consumers = gi.consumers;
+    w->slot->group_ms = stats_now_ms();
+    stats_slot_write_end(w->slot);
+}
+
 /* ---- flags, the parent pipe, waiting --------------------------------- */
 
 /* Look at USR1 and the parent pipe. Can't fail. */
@@ -306,6 +339,8 @@ worker_wait(struct worker *w, long ms, enum worker_state state)
         int64_t left = until - clock_mono_ms();
         worker_check_events(w);
         worker_heartbeat(w, state);
+        /* PostgreSQL down: the group's figures still flow (Redis up) */
+        worker_group_publish(w);
         if (worker_quit_requested || worker_stop_requested)
             return -1;
         if (left <= 0)
@@ -678,6 +713,7 @@ worker_committed(struct worker *w, struct stream_entry *const *entries,
     w->slot->last_batch_size = (uint32_t)n;
     w->slot->last_batch_us = (uint64_t)took_us;
     w->slot->heartbeat_ms = now;
+    w->slot->last_commit_ms = now;
     stats_slot_write_end(w->slot);
     w->sum_batches++;
     w->sum_applied += n;
@@ -1149,6 +1185,7 @@ worker_run(const struct worker_options *opt)
 
         worker_maintain(&w, 0);
         worker_trim_check(&w);
+        worker_group_publish(&w);
         batch_clear(&w.b);
         st = worker_fill(&w);
         if ((w.b.n > 0 || w.b.ngone > 0) && !worker_quit_requested) {
