@@ -60,6 +60,9 @@
 
 /* The longest the loop sleeps: hang checks and restarts need a tick. */
 #define TICK_MS 250
+/* /readyz: a worker whose heartbeat has not changed for this long is not
+ * consuming (it beats at least every second when it is). */
+#define READY_BEAT_MS 5000
 /* QUIT: how long workers get after SIGQUIT before SIGKILL. */
 #define QUIT_GRACE_MS 1000
 /* The group's figures come from the workers' slots (they ask Redis about
@@ -434,7 +437,9 @@ quit_now(struct supervisor *sv)
 
 /*
  * /readyz: NULL when the service does its job, else why not (into why).
- * Ready: not stopping; every wanted worker's slot says running; the
+ * Ready: not stopping; every wanted worker beats (its heartbeat changed
+ * within READY_BEAT_MS, as children_check_hung() sees it) and its slot
+ * says running; the
  * group's figures (published by the workers) are fresh and its lag is at
  * most ready_max_lag; and when there is anything to read (lag or pending
  * above 0, or the lag unknown) some worker committed within
@@ -452,6 +457,17 @@ not_ready(struct supervisor *sv, const struct stats_snapshot *snap, char *why,
         return "stopping";
     for (int i = 0; i < sv->ch.wanted && i < STATS_MAX_SLOTS; i++) {
         const struct stats_slot *s = &snap->slots[i];
+        const struct child *c = &sv->ch.kids[i];
+        int64_t quiet = clock_mono_ms() - c->beat_changed;
+        /* a worker beats at least every second, also while it waits on
+         * Redis or PostgreSQL: one that stopped beating is not doing its
+         * job, long before worker_timeout has it killed */
+        if (c->state == CHILD_RUNNING && c->beat_changed > 0 &&
+            quiet > READY_BEAT_MS) {
+            snprintf(why, len, "worker %s: no heartbeat for %.1f s", c->name,
+                     (double)quiet / 1000.0);
+            return why;
+        }
         if (s->state != WORKER_RUNNING) {
             if (s->name[0] != '\0')
                 snprintf(why, len, "worker %s is %s", s->name,

@@ -3,7 +3,7 @@
 # /metrics (strict Prometheus text, the same writer as sluicectl), 404 and
 # 405; loopback as in the sample configuration; /readyz 503 with a JSON
 # reason while PostgreSQL is down (the workers back off) and 200 again
-# after; and the bounds: a client sending a byte a second is closed at the
+# after, and while a worker does not beat (SIGSTOP); and the bounds: a client sending a byte a second is closed at the
 # 5 s deadline, a 1 MiB header gets 431, 200 connections at once are
 # taken; meanwhile /healthz on a new connection answers within a second
 # and a SIGHUP reload is logged at once.
@@ -129,6 +129,17 @@ ok($rig->wait_until(sub {
 is($st, 200, '/healthz still 200 meanwhile');
 $rig->start_pg;
 ok($rig->wait_until(sub { rows() == 600 && (http('/readyz'))[0] == 200 }, 90), '/readyz 200 again once PostgreSQL is back');
+
+# a worker that stops beating (SIGSTOP, well within worker_timeout) is not
+# ready, long before the supervisor kills it
+my ($stopped) = map { $_->{pid} } grep { $_->{name} eq 'test-2' }
+  @{ (decode_json($rig->run($rig->bin('sluicectl'), '-c', $conf, 'stats', '--json')->[1]))->{workers} };
+kill 'STOP', $stopped;
+ok($rig->wait_until(sub { ($st, $body) = http('/readyz'); $st == 503 }, 15), '/readyz 503 once a worker stopped beating');
+like($body, qr/^\{"ready":false,"reason":"worker test-2: no heartbeat for \d+\.\d s"\}$/, 'the reason names the worker');
+kill 'CONT', $stopped;
+ok($rig->wait_until(sub { (http('/readyz'))[0] == 200 }, 15), '/readyz 200 again once it beats');
+ok(kill(0, $stopped), 'the worker was not killed (worker_timeout is longer)');
 
 # ---- abuse -------------------------------------------------------------------------
 
