@@ -50,17 +50,7 @@ sub workers_of {
     return \%w;
 }
 
-my $next_seq = 1;
-sub add_entries {
-    my ($n) = @_;
-    my @cmds;
-    for (1 .. $n) {
-        my $i = $next_seq++;
-        push @cmds, ['XADD', $stream, '*', 'type', 'commit',
-            'data', qq({"repo":"did:plc:t$i","ops":[]}), 'seq', $i];
-    }
-    $rig->redis_batch(@cmds);
-}
+sub add_entries { $rig->add_commits($stream, $_[0], 't') }
 
 sub rows { $rig->psql('select count(*) from events') }
 sub pending { my $g = $rig->group_info($stream, $group); $g ? $g->{pending} : -1 }

@@ -46,15 +46,7 @@ sub workers_of {
 
 sub names { join ' ', sort keys %{ workers_of($_[0]) } }
 
-my $next_seq = 1;
-sub add_entries {
-    my ($n) = @_;
-    $rig->redis_batch(map {
-        my $i = $next_seq++;
-        ['XADD', $stream, '*', 'type', 'commit',
-         'data', qq({"repo":"did:plc:r$i","ops":[]}), 'seq', $i]
-    } 1 .. $n);
-}
+sub add_entries { $rig->add_commits($stream, $_[0], 'r') }
 
 sub rows { $rig->psql('select count(*) from events') }
 sub pending { my $g = $rig->group_info($stream, $group); $g ? $g->{pending} : -1 }

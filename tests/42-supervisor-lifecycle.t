@@ -71,15 +71,7 @@ sub our_workers { scalar(keys %{ procs_titled("sluiced: worker $cid-") }) }
 # reaped its workers before exiting leaves none of them behind.
 sub still_there { grep { kill 0, $_ } @_ }
 
-my $next_seq = 1;
-sub add_entries {
-    my ($n) = @_;
-    $rig->redis_batch(map {
-        my $i = $next_seq++;
-        ['XADD', $stream, '*', 'type', 'commit',
-         'data', qq({"repo":"did:plc:l$i","ops":[]}), 'seq', $i]
-    } 1 .. $n);
-}
+sub add_entries { $rig->add_commits($stream, $_[0], 'l') }
 
 sub rows { $rig->psql('select count(*) from events') }
 sub group { $rig->group_info($stream, $group) }

@@ -117,15 +117,7 @@ sub supervisor_offset_by {
     return defined $o && abs($o - $hours * 3600_000) < 900_000;
 }
 
-my $next_seq = 1;
-sub add_entries {
-    my ($n) = @_;
-    $rig->redis_batch(map {
-        my $i = $next_seq++;
-        ['XADD', $stream, '*', 'type', 'commit',
-         'data', qq({"repo":"did:plc:c$i","ops":[]}), 'seq', $i]
-    } 1 .. $n);
-}
+sub add_entries { $rig->add_commits($stream, $_[0], 'c') }
 sub rows { $rig->psql('select count(*) from events') }
 sub pending { my $g = $rig->group_info($stream, $group); $g ? $g->{pending} : -1 }
 

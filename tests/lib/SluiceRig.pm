@@ -563,6 +563,22 @@ sub _resp_read {
     croak "redis_resp: unexpected reply '$line'";
 }
 
+# XADD $n commit entries without ops to $stream (repo did:plc:<tag><i>,
+# seq i), i counting on from the last call for that stream: traffic for
+# the supervisor tests, whose raw sink writes a row for each. Returns
+# redis-cli's output.
+sub add_commits {
+    my ($self, $stream, $n, $tag) = @_;
+    $tag //= 'c';
+    my $next = \$self->{next_seq}{$stream};
+    $$next //= 1;
+    return $self->redis_batch(map {
+        my $i = $$next++;
+        ['XADD', $stream, '*', 'type', 'commit',
+         'data', qq({"repo":"did:plc:$tag$i","ops":[]}), 'seq', $i]
+    } 1 .. $n);
+}
+
 # The XINFO GROUPS figures of one group as a hash ref (name, consumers,
 # pending, last-delivered-id, entries-read, lag), or undef.
 sub group_info {
