@@ -92,12 +92,14 @@ static const struct setting settings[] = {
      1, HOUR_MS, NULL, "30000"},
     {"redis_timeout_ms", NULL, SET_DURATION, OFF(redis_timeout_ms), 100,
      HOUR_MS, NULL, "5000"},
-    {"sink", NULL, SET_CHOICE, OFF(sink), 0, 0, "atproto|raw", "atproto"},
+    {"sink", NULL, SET_CHOICE, OFF(sink), 0, 0, "atproto|raw|function",
+     "atproto"},
     {"input_format", NULL, SET_CHOICE, OFF(input_format), 0, 0,
      "stream|jetstream", "stream"},
     {"counter_fold_ms", NULL, SET_DURATION, OFF(counter_fold_ms), 10, HOUR_MS,
      NULL, "1000"},
     {"raw_table", NULL, SET_STRING, OFF(raw_table), 0, 0, NULL, "events"},
+    {"function", NULL, SET_STRING, OFF(function), 0, 0, NULL, ""},
     {"raw_type_field", NULL, SET_STRING, OFF(raw_type_field), 0, 0, NULL,
      "type"},
     {"relay_url", "RELAY_URL", SET_STRING, OFF(relay_url), 0, 0, NULL, ""},
@@ -554,6 +556,14 @@ validate_common(const struct config *cfg, char *err, size_t errlen)
                             cfg->raw_table);
     if (cfg->raw_type_field[0] == '\0')
         return config_error(err, errlen, where, "raw_type_field", "empty");
+    if (strcmp(cfg->sink, "function") == 0 && cfg->function[0] == '\0')
+        return config_error(err, errlen, where, "function",
+                            "required by sink = function");
+    if (cfg->function[0] != '\0' && !sql_name_ok(cfg->function))
+        return config_error(err, errlen, where, "function",
+                            "'%s' is not a function name ([schema.]name of "
+                            "letters, digits and _)",
+                            cfg->function);
     if (cfg->relay_url[0] != '\0' && strncmp(cfg->relay_url, "ws://", 5) != 0 &&
         strncmp(cfg->relay_url, "wss://", 6) != 0)
         return config_error(err, errlen, where, "relay_url",

@@ -63,6 +63,7 @@ struct config {
     long counter_fold_ms;     /* atproto: fold counter deltas this often */
     char raw_table[128];      /* raw sink: table name, "events" */
     char raw_type_field[128]; /* raw sink: field holding the event type */
+    char function[128];       /* function sink: [schema.]name(jsonb) */
 
     /* Firehose reader (relay -> stream) */
     char relay_url[CONFIG_STR_MAX];  /* RELAY_URL; "" = no reader */

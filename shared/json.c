@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shared/buf.h"
 #include "shared/json.h"
 
 int
@@ -195,4 +196,35 @@ char *
 json_print(const cJSON *item)
 {
     return cJSON_PrintUnformatted(item);
+}
+
+int
+json_append_string(struct buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *w;
+
+    if (buf_reserve(b, 6 * len + 2) < 0)
+        return -1;
+    w = b->p + b->len;
+    *w++ = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *w++ = '\\';
+            *w++ = (char)c;
+        } else if (c < 0x20) {
+            *w++ = '\\';
+            *w++ = 'u';
+            *w++ = '0';
+            *w++ = '0';
+            *w++ = hex[c >> 4];
+            *w++ = hex[c & 15];
+        } else {
+            *w++ = (char)c;
+        }
+    }
+    *w++ = '"';
+    b->len = (size_t)(w - b->p);
+    return 0;
 }

@@ -14,6 +14,12 @@
 
 #include <cjson/cJSON.h>
 
+struct buf;
+
+/* Append s (len bytes of valid UTF-8 without NUL) to b as a JSON string,
+ * quoted and escaped. 0, or -1 when memory runs out. */
+int json_append_string(struct buf *b, const char *s, size_t len);
+
 /* Largest JSON text json_parse() accepts (bytes). */
 #define JSON_MAX_TEXT (4u * 1024 * 1024)
 

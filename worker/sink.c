@@ -7,10 +7,12 @@
 #include "worker/sink.h"
 
 extern const struct sink_type sink_atproto_type;
+extern const struct sink_type sink_function_type;
 extern const struct sink_type sink_raw_type;
 
 static const struct sink_type *const sink_types[] = {
     &sink_atproto_type,
+    &sink_function_type,
     &sink_raw_type,
 };
 
@@ -46,4 +48,31 @@ sink_result_of_pg(PGconn *conn, const PGresult *res, char *err, size_t errlen)
     default:
         return SINK_RETRY;
     }
+}
+
+int
+sink_quote_name(const char *name, char *out, size_t outlen)
+{
+    size_t n = 0;
+
+    if (name[0] == '\0')
+        return -1;
+    for (const char *p = name;; p++) {
+        if (n + 4 >= outlen)
+            return -1;
+        if (p == name || p[-1] == '.')
+            out[n++] = '"';
+        if (*p == '\0' || *p == '.') {
+            out[n++] = '"';
+            if (*p == '\0')
+                break;
+            out[n++] = '.';
+            continue;
+        }
+        if (*p == '"')
+            out[n++] = '"';
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+    return 0;
 }

@@ -65,6 +65,8 @@ enum sink_result {
     SINK_RETRY,      /* transient: connection lost, deadlock, serialization
                         failure, admin shutdown; retry the whole batch */
     SINK_DATA_ERROR, /* PostgreSQL rejected some entry's data: split */
+    SINK_CONFIG,     /* on_connect(): the database lacks what the settings
+                        name (the worker exits EXIT_CONFIG) */
 };
 
 struct sink;
@@ -79,7 +81,8 @@ struct sink_type {
      * etc/sql/NAME.sql, or the files of etc/sql/NAME/ joined). */
     const char *ddl;
     /* Once per connection (after every reconnect): prepare statements,
-     * set session options. Returns SINK_OK or SINK_RETRY. */
+     * set session options. Returns SINK_OK, SINK_RETRY, or SINK_CONFIG
+     * when the database lacks what the settings name. */
     enum sink_result (*on_connect)(struct sink *sink, PGconn *conn, char *err,
                                    size_t errlen);
     /* Decode one entry. 0, or -1 with a reason in reason (the entry is
@@ -120,7 +123,8 @@ struct sink {
     long maintain_ms; /* set by create() when the type has maintain() */
 };
 
-/* Look a sink type up by name ("raw", "atproto"); NULL if unknown. */
+/* Look a sink type up by name ("atproto", "function", "raw"); NULL if
+ * unknown. */
 const struct sink_type *sink_type_find(const char *name);
 
 /*
@@ -131,6 +135,10 @@ const struct sink_type *sink_type_find(const char *name);
  */
 enum sink_result sink_result_of_pg(PGconn *conn, const PGresult *res, char *err,
                                    size_t errlen);
+
+/* Quote a name, maybe schema-qualified, as an SQL identifier (a.b ->
+ * "a"."b") into out. 0, or -1 when it is empty or does not fit. */
+int sink_quote_name(const char *name, char *out, size_t outlen);
 
 /* Find a field by name; NULL when absent. */
 const struct stream_field *stream_entry_field(const struct stream_entry *e,

@@ -84,66 +84,6 @@ append_array_element(struct buf *b, const char *s, size_t len)
     return 0;
 }
 
-/* Append s as a JSON string ("a\"b"), s being valid UTF-8 without NUL. */
-static int
-append_json_string(struct buf *b, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    char *w;
-
-    if (buf_reserve(b, 6 * len + 2) < 0)
-        return -1;
-    w = b->p + b->len;
-    *w++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *w++ = '\\';
-            *w++ = (char)c;
-        } else if (c < 0x20) {
-            *w++ = '\\';
-            *w++ = 'u';
-            *w++ = '0';
-            *w++ = '0';
-            *w++ = hex[c >> 4];
-            *w++ = hex[c & 15];
-        } else {
-            *w++ = (char)c;
-        }
-    }
-    *w++ = '"';
-    b->len = (size_t)(w - b->p);
-    return 0;
-}
-
-/* Quote a (maybe schema-qualified) identifier: a.b -> "a"."b". */
-static int
-quote_table(const char *name, char *out, size_t outlen)
-{
-    size_t n = 0;
-
-    if (name[0] == '\0')
-        return -1;
-    for (const char *p = name;; p++) {
-        if (n + 4 >= outlen)
-            return -1;
-        if (p == name || p[-1] == '.')
-            out[n++] = '"';
-        if (*p == '\0' || *p == '.') {
-            out[n++] = '"';
-            if (*p == '\0')
-                break;
-            out[n++] = '.';
-            continue;
-        }
-        if (*p == '"')
-            out[n++] = '"';
-        out[n++] = *p;
-    }
-    out[n] = '\0';
-    return 0;
-}
-
 static int
 is_ident_char(char c)
 {
@@ -219,7 +159,7 @@ raw_create(const struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "raw sink: out of memory");
         return NULL;
     }
-    if (quote_table(cfg->raw_table, rs->table, sizeof(rs->table)) < 0) {
+    if (sink_quote_name(cfg->raw_table, rs->table, sizeof(rs->table)) < 0) {
         snprintf(err, errlen, "raw_table: not a usable table name");
         free(rs);
         return NULL;
@@ -390,11 +330,11 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
                 return -1;
             if (i > 0 && buf_reserve(&rs->scratch, 1) == 0)
                 rs->scratch.p[rs->scratch.len++] = ',';
-            if (append_json_string(&rs->scratch, f->name, f->name_len) < 0 ||
+            if (json_append_string(&rs->scratch, f->name, f->name_len) < 0 ||
                 buf_reserve(&rs->scratch, 1) < 0)
                 goto oom;
             rs->scratch.p[rs->scratch.len++] = ':';
-            if (append_json_string(&rs->scratch, f->value, f->value_len) < 0)
+            if (json_append_string(&rs->scratch, f->value, f->value_len) < 0)
                 goto oom;
         }
         if (buf_reserve(&rs->scratch, 1) < 0)

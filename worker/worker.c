@@ -116,8 +116,9 @@ struct worker {
     int64_t redis_logged_ms, pg_logged_ms; /* last "still down" line */
     int64_t redis_down_since, pg_down_since;
     enum worker_state state;
-    int reading;    /* came to its first read: connected, name checked */
-    int abandoning; /* stop requested while a server was down */
+    int reading;        /* came to its first read: connected, name checked */
+    int config_refused; /* the database lacks what the settings name */
+    int abandoning;     /* stop requested while a server was down */
 
     /* the periodic summary */
     int64_t summary_ms;
@@ -623,10 +624,20 @@ pg_ensure(struct worker *w)
         w->pg =
             pg_connect(w->cfg->database_url, appname, 10000, err, sizeof(err));
         if (w->pg != NULL) {
+            enum sink_result cr = SINK_OK;
             PQsetNoticeProcessor(w->pg, pg_notice, NULL);
-            if (w->sink_type->on_connect == NULL ||
-                w->sink_type->on_connect(w->sink, w->pg, err, sizeof(err)) ==
-                    SINK_OK) {
+            if (w->sink_type->on_connect != NULL)
+                cr = w->sink_type->on_connect(w->sink, w->pg, err, sizeof(err));
+            if (cr == SINK_CONFIG) {
+                /* the database lacks what the settings name: no retry
+                 * mends that, a reload may */
+                log_error("configuration: %s", err);
+                worker_set_error(w, err);
+                pg_drop(w);
+                w->config_refused = 1;
+                return -1;
+            }
+            if (cr == SINK_OK) {
                 if (w->pg_down_since != 0)
                     log_notice("postgresql: connected again to %s after "
                                "%" PRId64 " s",
@@ -1178,8 +1189,11 @@ worker_run(const struct worker_options *opt)
         }
         if (!w.name_checked)
             continue;
-        if (pg_ensure(&w) < 0)
+        if (pg_ensure(&w) < 0) {
+            if (w.config_refused)
+                code = EXIT_CONFIG;
             break;
+        }
         w.reading = 1;
         worker_heartbeat(&w, WORKER_RUNNING);
 
