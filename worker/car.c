@@ -15,7 +15,7 @@
 
 #include "worker/car.h"
 #include "worker/dagcbor.h"
-#include "worker/firehose_frame.h"
+#include "worker/frame_limits.h"
 
 /* Blocks up to this many are searched one by one; more are sorted. */
 #define CAR_LINEAR_MAX 16

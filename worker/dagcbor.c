@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "worker/dagcbor.h"
-#include "worker/firehose_frame.h"
+#include "worker/frame_limits.h"
 
 void
 cbor_init(struct cbor *c, const uint8_t *p, size_t len,

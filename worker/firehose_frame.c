@@ -15,16 +15,6 @@
 #include "worker/firehose_frame.h"
 
 void
-frame_limits_default(struct frame_limits *lim)
-{
-    lim->max_frame = 5u * 1024 * 1024;
-    lim->max_block = 1024u * 1024;
-    lim->max_blocks = 10000;
-    lim->max_items = 100000;
-    lim->max_depth = 32;
-}
-
-void
 frame_event_init(struct frame_event *ev)
 {
     memset(ev, 0, sizeof(*ev));

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "shared/buf.h"
+#include "worker/frame_limits.h"
 
 enum frame_kind {
     FRAME_COMMIT = 0, /* "#commit": data is an entry */
@@ -41,17 +42,6 @@ enum frame_kind {
     FRAME_UNKNOWN,    /* another t: name set, counted and skipped */
     FRAME_KIND_COUNT
 };
-
-struct frame_limits {
-    size_t max_frame;   /* bytes of a whole message (5 MiB) */
-    size_t max_block;   /* bytes of one CAR block (1 MiB) */
-    size_t max_blocks;  /* CAR sections in one commit (10,000) */
-    size_t max_items;   /* entries of one CBOR array or map (100,000) */
-    unsigned max_depth; /* nesting of CBOR arrays, maps and tags (32) */
-};
-
-/* The limits above, in parentheses. Can't fail. */
-void frame_limits_default(struct frame_limits *lim);
 
 struct frame_event {
     enum frame_kind kind;
