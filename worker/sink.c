@@ -1,8 +1,10 @@
 /*
  * sink.c: the registry of sinks, and the field lookup every sink uses.
  */
+#include <stdio.h>
 #include <string.h>
 
+#include "shared/json.h"
 #include "shared/pg_conn.h"
 #include "worker/sink.h"
 
@@ -75,4 +77,19 @@ sink_quote_name(const char *name, char *out, size_t outlen)
     }
     out[n] = '\0';
     return 0;
+}
+
+int
+sink_field_check(const char *what, const char *name, size_t namelen,
+                 const char *s, size_t len, char *reason, size_t reasonlen)
+{
+    size_t bad = 0;
+
+    if (utf8_valid(s, len, &bad))
+        return 0;
+    snprintf(reason, reasonlen, "field %.*s: %s at byte %zu of its %s",
+             (int)(namelen > 64 ? 64 : namelen), name,
+             bad < len && s[bad] == '\0' ? "NUL byte" : "invalid UTF-8", bad,
+             what);
+    return -1;
 }

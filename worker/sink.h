@@ -140,6 +140,12 @@ enum sink_result sink_result_of_pg(PGconn *conn, const PGresult *res, char *err,
  * "a"."b") into out. 0, or -1 when it is empty or does not fit. */
 int sink_quote_name(const char *name, char *out, size_t outlen);
 
+/* Check the what ("name" or "value") of field name: s[0..len) must be
+ * valid UTF-8 without NUL, as text and jsonb need it. 0, or -1 with the
+ * reason ("field F: invalid UTF-8 at byte N of its value"). */
+int sink_field_check(const char *what, const char *name, size_t namelen,
+                     const char *s, size_t len, char *reason, size_t reasonlen);
+
 /* Find a field by name; NULL when absent. */
 const struct stream_field *stream_entry_field(const struct stream_entry *e,
                                               const char *name);

@@ -127,23 +127,6 @@ fn_on_connect(struct sink *sink, PGconn *conn, char *err, size_t errlen)
     return r == SINK_OK ? SINK_OK : SINK_RETRY;
 }
 
-/* Check a name or value for the JSON text: valid UTF-8, no NUL (jsonb
- * refuses it). */
-static int
-fn_check(const char *what, const char *name, size_t namelen, const char *s,
-         size_t len, char *reason, size_t reasonlen)
-{
-    size_t bad = 0;
-
-    if (utf8_valid(s, len, &bad))
-        return 0;
-    snprintf(reason, reasonlen, "field %.*s: %s at byte %zu of its %s",
-             (int)(namelen > 64 ? 64 : namelen), name,
-             bad < len && s[bad] == '\0' ? "NUL byte" : "invalid UTF-8", bad,
-             what);
-    return -1;
-}
-
 static int
 fn_prepare(struct sink *sink, struct stream_entry *e, char *reason,
            size_t reasonlen)
@@ -154,10 +137,10 @@ fn_prepare(struct sink *sink, struct stream_entry *e, char *reason,
 
     for (size_t i = 0; i < e->nfields; i++) {
         const struct stream_field *f = &e->fields[i];
-        if (fn_check("name", f->name, f->name_len, f->name, f->name_len, reason,
-                     reasonlen) < 0 ||
-            fn_check("value", f->name, f->name_len, f->value, f->value_len,
-                     reason, reasonlen) < 0)
+        if (sink_field_check("name", f->name, f->name_len, f->name, f->name_len,
+                             reason, reasonlen) < 0 ||
+            sink_field_check("value", f->name, f->name_len, f->value,
+                             f->value_len, reason, reasonlen) < 0)
             return -1;
     }
     if (fs->nitems == fs->items_cap) {

@@ -250,22 +250,6 @@ json_control_in_string(const char *s, size_t len)
     return -1;
 }
 
-/* Check one field's bytes for the payload object. */
-static int
-check_utf8(const char *what, const char *name, size_t namelen, const char *s,
-           size_t len, char *reason, size_t reasonlen)
-{
-    size_t bad = 0;
-
-    if (utf8_valid(s, len, &bad))
-        return 0;
-    snprintf(reason, reasonlen, "field %.*s: %s at byte %zu of its %s",
-             (int)(namelen > 64 ? 64 : namelen), name,
-             bad < len && s[bad] == '\0' ? "NUL byte" : "invalid UTF-8", bad,
-             what);
-    return -1;
-}
-
 static int
 raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
             size_t reasonlen)
@@ -323,10 +307,10 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
         rs->scratch.p[rs->scratch.len++] = '{';
         for (size_t i = 0; i < e->nfields; i++) {
             const struct stream_field *f = &e->fields[i];
-            if (check_utf8("name", f->name, f->name_len, f->name, f->name_len,
-                           reason, reasonlen) < 0 ||
-                check_utf8("value", f->name, f->name_len, f->value,
-                           f->value_len, reason, reasonlen) < 0)
+            if (sink_field_check("name", f->name, f->name_len, f->name,
+                                 f->name_len, reason, reasonlen) < 0 ||
+                sink_field_check("value", f->name, f->name_len, f->value,
+                                 f->value_len, reason, reasonlen) < 0)
                 return -1;
             if (i > 0 && buf_reserve(&rs->scratch, 1) == 0)
                 rs->scratch.p[rs->scratch.len++] = ',';
@@ -342,8 +326,8 @@ raw_prepare(struct sink *sink, struct stream_entry *e, char *reason,
         rs->scratch.p[rs->scratch.len++] = '}';
     }
     if (type != NULL &&
-        check_utf8("value", type->name, type->name_len, type->value,
-                   type->value_len, reason, reasonlen) < 0)
+        sink_field_check("value", type->name, type->name_len, type->value,
+                         type->value_len, reason, reasonlen) < 0)
         return -1;
 
     it.id_off = rs->arena.len;
