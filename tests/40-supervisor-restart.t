@@ -7,7 +7,7 @@
 use strict;
 use warnings;
 use lib 'tests/lib';
-use SluiceRig qw(proc_title);
+use SluiceRig qw(proc_title workers_of);
 use Test::More;
 use Time::HiRes qw(sleep time);
 use JSON::PP qw(decode_json);
@@ -32,23 +32,6 @@ is($r->[0], 0, 'schema applied') or diag($r->[1]);
 
 # ---- helpers -------------------------------------------------------------
 
-# Children of $ppid as { title => pid }.
-sub workers_of {
-    my ($ppid) = @_;
-    my %w;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        open my $fh, '<', $stat or next;
-        my $s = <$fh> // next;
-        my ($pid, $rest) = $s =~ /^(\d+) \(.*\) (.*)$/ or next;
-        my (undef, $pp) = split ' ', $rest;
-        next unless $pp == $ppid;
-        my ($state) = split ' ', $rest;
-        next if $state eq 'Z';
-        my $t = proc_title($pid);
-        $w{$1} = $pid if $t =~ /^sluiced: worker (\S+)/;
-    }
-    return \%w;
-}
 
 sub add_entries { $rig->add_commits($stream, $_[0], 't') }
 

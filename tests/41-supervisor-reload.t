@@ -8,7 +8,7 @@
 use strict;
 use warnings;
 use lib 'tests/lib';
-use SluiceRig qw(proc_title);
+use SluiceRig qw(proc_title workers_of);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
@@ -30,19 +30,6 @@ my $conf = $rig->write_config(%base, parallel_consumers => 2);
 my $r = $rig->run($rig->bin('sluiced'), '-c', $conf, '--init-schema');
 is($r->[0], 0, 'schema applied') or diag($r->[1]);
 
-sub workers_of {
-    my ($ppid) = @_;
-    my %w;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        open my $fh, '<', $stat or next;
-        my $s = <$fh> // next;
-        my ($pid, $rest) = $s =~ /^(\d+) \(.*\) (.*)$/ or next;
-        my ($state, $pp) = split ' ', $rest;
-        next if $pp != $ppid || $state eq 'Z';
-        $w{$1} = $pid if proc_title($pid) =~ /^sluiced: worker (\S+)/;
-    }
-    return \%w;
-}
 
 sub names { join ' ', sort keys %{ workers_of($_[0]) } }
 

@@ -20,7 +20,7 @@
 use strict;
 use warnings;
 use lib 'tests/lib';
-use SluiceRig qw(proc_title);
+use SluiceRig qw(proc_title workers_of);
 use Test::More;
 use Time::HiRes qw(sleep time);
 use Time::Local qw(timegm);
@@ -67,19 +67,6 @@ sub set_clock {
 }
 
 # This supervisor's workers as { name => pid }.
-sub workers_of {
-    my ($ppid) = @_;
-    my %w;
-    for my $stat (glob '/proc/[0-9]*/stat') {
-        open my $fh, '<', $stat or next;
-        my $s = <$fh> // next;
-        my ($pid, $rest) = $s =~ /^(\d+) \(.*\) (.*)$/ or next;
-        my ($state, $pp) = split ' ', $rest;
-        next if $pp != $ppid || $state eq 'Z';
-        $w{$1} = $pid if proc_title($pid) =~ /^sluiced: worker (\S+)/;
-    }
-    return \%w;
-}
 sub pids { my $w = workers_of($_[0]); join ' ', map { "$_=$w->{$_}" } sort keys %$w }
 
 # sluicectl (not faked) reads the workers' slots: heartbeat_ms as each

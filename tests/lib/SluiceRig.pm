@@ -30,7 +30,7 @@ use IO::Socket::INET;
 use POSIX qw(:sys_wait_h setsid);
 use Test::More;
 use Exporter 'import';
-our @EXPORT_OK = qw(proc_title);
+our @EXPORT_OK = qw(proc_title workers_of);
 use Time::HiRes qw(sleep time);
 
 my $PGBIN = '/usr/lib/postgresql/15/bin';
@@ -105,6 +105,22 @@ sub proc_title {
     $t =~ s/\0+$//;
     $t =~ s/\0/ /g;
     return $t;
+}
+
+# The live workers whose parent is $ppid (a supervisor), from their
+# process titles: { consumer name => pid }, zombies left out.
+sub workers_of {
+    my ($ppid) = @_;
+    my %w;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $s = <$fh> // next;
+        my ($pid, $rest) = $s =~ /^(\d+) \(.*\) (.*)$/ or next;
+        my ($state, $pp) = split ' ', $rest;
+        next if $pp != $ppid || $state eq 'Z';
+        $w{$1} = $pid if proc_title($pid) =~ /^sluiced: worker (\S+)/;
+    }
+    return \%w;
 }
 
 # ---- redis -------------------------------------------------------------
