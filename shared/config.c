@@ -27,6 +27,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <bsd/string.h>
+
 #include "shared/config.h"
 
 enum setting_type {
@@ -92,14 +94,21 @@ static const struct setting settings[] = {
      1, HOUR_MS, NULL, "30000"},
     {"redis_timeout_ms", NULL, SET_DURATION, OFF(redis_timeout_ms), 100,
      HOUR_MS, NULL, "5000"},
-    {"sink", NULL, SET_CHOICE, OFF(sink), 0, 0, "atproto|raw|function",
-     "atproto"},
+    {"sink", NULL, SET_CHOICE, OFF(sink), 0, 0,
+     "atproto|raw|function|table|plugin", "atproto"},
     {"input_format", NULL, SET_CHOICE, OFF(input_format), 0, 0,
      "stream|jetstream", "stream"},
     {"counter_fold_ms", NULL, SET_DURATION, OFF(counter_fold_ms), 10, HOUR_MS,
      NULL, "1000"},
     {"raw_table", NULL, SET_STRING, OFF(raw_table), 0, 0, NULL, "events"},
     {"function", NULL, SET_STRING, OFF(function), 0, 0, NULL, ""},
+    {"table", NULL, SET_STRING, OFF(table), 0, 0, NULL, ""},
+    {"table_key", NULL, SET_STRING, OFF(table_key), 0, 0, NULL, ""},
+    {"table_on_conflict", NULL, SET_CHOICE, OFF(table_on_conflict), 0, 0,
+     "nothing|update", "nothing"},
+    {"table_create", NULL, SET_CHOICE, OFF(table_create), 0, 0, "no|yes",
+     "no"},
+    {"plugin", NULL, SET_STRING, OFF(plugin), 0, 0, NULL, ""},
     {"raw_type_field", NULL, SET_STRING, OFF(raw_type_field), 0, 0, NULL,
      "type"},
     {"relay_url", "RELAY_URL", SET_STRING, OFF(relay_url), 0, 0, NULL, ""},
@@ -148,6 +157,32 @@ setting_find(const char *key, size_t keylen)
         if (strlen(settings[i].key) == keylen &&
             strncmp(settings[i].key, key, keylen) == 0)
             return &settings[i];
+    return NULL;
+}
+
+/* The keys of the form PREFIX.NAME, each kind a list in struct config. */
+struct pair_kind {
+    const char *prefix; /* with its dot */
+    size_t list, count; /* offsets of the array and of its count */
+};
+
+static const struct pair_kind pair_kinds[] = {
+    {"column.", offsetof(struct config, columns),
+     offsetof(struct config, ncolumns)},
+    {"plugin.", offsetof(struct config, plugin_options),
+     offsetof(struct config, nplugin_options)},
+};
+
+#define NPAIR_KINDS (sizeof(pair_kinds) / sizeof(pair_kinds[0]))
+
+static const struct pair_kind *
+pair_kind_find(const char *key, size_t keylen)
+{
+    for (size_t i = 0; i < NPAIR_KINDS; i++) {
+        size_t n = strlen(pair_kinds[i].prefix);
+        if (keylen > n && strncmp(key, pair_kinds[i].prefix, n) == 0)
+            return &pair_kinds[i];
+    }
     return NULL;
 }
 
@@ -208,6 +243,70 @@ parse_number(const char *text, long *out)
         return -1;
     *out = v;
     return 0;
+}
+
+/*
+ * Add PREFIX.NAME = value to its list (line: where it was read, 0 for the
+ * command line). A name set twice is an error, as for the other keys.
+ */
+static int
+pair_add(struct config *cfg, const struct pair_kind *k, const char *key,
+         const char *value, unsigned line, const char *where, char *err,
+         size_t errlen)
+{
+    struct config_pair *list = (void *)((char *)cfg + k->list);
+    int *count = (void *)((char *)cfg + k->count);
+    const char *name = key + strlen(k->prefix);
+
+    if (strlen(name) >= sizeof(list->name))
+        return config_error(err, errlen, where, key,
+                            "name too long (at most %zu bytes)",
+                            sizeof(list->name) - 1);
+    for (const char *p = name; *p; p++)
+        if (iscntrl((unsigned char)*p) || *p == ' ')
+            return config_error(err, errlen, where, key,
+                                "blank or control character in the name");
+    if (value[0] == '\0')
+        return config_error(err, errlen, where, key, "empty");
+    if (strlen(value) >= sizeof(list->value))
+        return config_error(err, errlen, where, key,
+                            "too long (at most %zu bytes)",
+                            sizeof(list->value) - 1);
+    for (const char *p = value; *p; p++)
+        if (iscntrl((unsigned char)*p))
+            return config_error(err, errlen, where, key,
+                                "control character in the value");
+    for (int i = 0; i < *count; i++)
+        if (strcmp(list[i].name, name) == 0) {
+            if (list[i].line != 0 && line != 0)
+                return config_error(err, errlen, where, key,
+                                    "set twice (first on line %u)",
+                                    list[i].line);
+            /* the command line overrides the file */
+            strlcpy(list[i].value, value, sizeof(list[i].value));
+            list[i].line = line;
+            return 0;
+        }
+    if (*count == CONFIG_MAP_MAX)
+        return config_error(err, errlen, where, key,
+                            "more than %d %s keys", CONFIG_MAP_MAX,
+                            k->prefix);
+    strlcpy(list[*count].name, name, sizeof(list->name));
+    strlcpy(list[*count].value, value, sizeof(list->value));
+    list[*count].line = line;
+    (*count)++;
+    return 0;
+}
+
+const char *
+config_pair_where(const struct config *cfg, const struct config_pair *p,
+                  char *buf, size_t buflen)
+{
+    if (p->line == 0 || cfg->file[0] == '\0')
+        snprintf(buf, buflen, "command line");
+    else
+        snprintf(buf, buflen, "%s:%u", cfg->file, p->line);
+    return buf;
 }
 
 /* Set one setting from its text. where names the source for errors. */
@@ -356,6 +455,7 @@ config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
+    strlcpy(cfg->file, path, sizeof(cfg->file));
     char line[4096], where[PATH_MAX + 32];
     unsigned seen_at[NSETTINGS] = {0};
     unsigned lineno = 0;
@@ -382,6 +482,14 @@ config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
             break;
         }
         const struct setting *s = setting_find(key, strlen(key));
+        const struct pair_kind *pk;
+        if (s == NULL && (pk = pair_kind_find(key, strlen(key))) != NULL) {
+            if (pair_add(cfg, pk, key, value, lineno, where, err, errlen) < 0) {
+                rc = -1;
+                break;
+            }
+            continue;
+        }
         if (s == NULL) {
             rc = config_error(err, errlen, where, key, "unknown setting");
             break;
@@ -439,10 +547,14 @@ config_set_option(struct config *cfg, const char *keyvalue, char *err,
                  keyvalue);
         return -1;
     }
-    char key[64];
+    char key[128];
     size_t keylen = (size_t)(eq - keyvalue);
     snprintf(key, sizeof(key), "%.*s", (int)keylen, keyvalue);
     const struct setting *s = setting_find(keyvalue, keylen);
+    const struct pair_kind *pk;
+    if (s == NULL && keylen < sizeof(key) &&
+        (pk = pair_kind_find(keyvalue, keylen)) != NULL)
+        return pair_add(cfg, pk, key, eq + 1, 0, "command line", err, errlen);
     if (s == NULL)
         return config_error(err, errlen, "command line", key,
                             "unknown setting");
@@ -564,6 +676,29 @@ validate_common(const struct config *cfg, char *err, size_t errlen)
                             "'%s' is not a function name ([schema.]name of "
                             "letters, digits and _)",
                             cfg->function);
+    if (strcmp(cfg->sink, "table") == 0) {
+        if (cfg->table[0] == '\0')
+            return config_error(err, errlen, where, "table",
+                                "required by sink = table");
+        if (cfg->table_key[0] == '\0')
+            return config_error(err, errlen, where, "table_key",
+                                "required by sink = table (the columns "
+                                "that make a row unique, for ON CONFLICT)");
+        if (cfg->ncolumns == 0)
+            return config_error(err, errlen, where, "column.NAME",
+                                "sink = table needs at least one column "
+                                "mapping (column.NAME = SOURCE)");
+    }
+    if (cfg->table[0] != '\0' && !sql_name_ok(cfg->table))
+        return config_error(err, errlen, where, "table",
+                            "'%s' is not a table name ([schema.]name of "
+                            "letters, digits and _)",
+                            cfg->table);
+    if (strcmp(cfg->sink, "plugin") == 0 && cfg->plugin[0] != '/')
+        return config_error(err, errlen, where, "plugin",
+                            cfg->plugin[0] == '\0'
+                                ? "required by sink = plugin"
+                                : "must be an absolute path");
     if (cfg->relay_url[0] != '\0' && strncmp(cfg->relay_url, "ws://", 5) != 0 &&
         strncmp(cfg->relay_url, "wss://", 6) != 0)
         return config_error(err, errlen, where, "relay_url",
@@ -808,6 +943,15 @@ config_print(const struct config *cfg, FILE *out)
                     *(const int *)(const void *)field);
             break;
         }
+    }
+    for (size_t k = 0; k < NPAIR_KINDS; k++) {
+        const struct config_pair *list =
+            (const void *)((const char *)cfg + pair_kinds[k].list);
+        int count = *(const int *)(const void *)((const char *)cfg +
+                                                 pair_kinds[k].count);
+        for (int i = 0; i < count; i++)
+            fprintf(out, "%s%s = %s\n", pair_kinds[k].prefix, list[i].name,
+                    list[i].value);
     }
 }
 

@@ -24,6 +24,18 @@
 
 #define CONFIG_STR_MAX 512
 #define CONFIG_ERR_MAX 512
+#define CONFIG_MAP_MAX 64 /* column.NAME or plugin.NAME keys of a kind */
+
+/*
+ * A key of the form PREFIX.NAME = value (column.order_id = data.$.id,
+ * plugin.required = a,b): name is what follows the prefix, line the line
+ * of the file it was read from (0: the command line).
+ */
+struct config_pair {
+    char name[64];
+    char value[CONFIG_STR_MAX / 2];
+    unsigned line;
+};
 
 struct config {
     /* Connections */
@@ -64,6 +76,15 @@ struct config {
     char raw_table[128];      /* raw sink: table name, "events" */
     char raw_type_field[128]; /* raw sink: field holding the event type */
     char function[128];       /* function sink: [schema.]name(jsonb) */
+    char table[128];          /* table sink: [schema.]name */
+    char table_key[CONFIG_STR_MAX]; /* table sink: conflict key columns */
+    char table_on_conflict[16];     /* "nothing" or "update" */
+    char table_create[8];           /* "no" or "yes" (--init-schema) */
+    struct config_pair columns[CONFIG_MAP_MAX]; /* column.NAME = SOURCE */
+    int ncolumns;
+    char plugin[CONFIG_STR_MAX]; /* plugin sink: the shared object */
+    struct config_pair plugin_options[CONFIG_MAP_MAX]; /* plugin.NAME */
+    int nplugin_options;
 
     /* Firehose reader (relay -> stream) */
     char relay_url[CONFIG_STR_MAX];  /* RELAY_URL; "" = no reader */
@@ -92,6 +113,10 @@ struct config {
     /* Logging */
     enum log_level log_level;        /* LOG_LEVEL */
     char log_target[CONFIG_STR_MAX]; /* stderr | syslog | /path/to/file */
+
+    /* The file the settings came from ("" none), for the file:line of the
+     * errors found later (a column the table lacks). */
+    char file[CONFIG_STR_MAX];
 };
 
 /* Fill cfg with the built-in defaults. Can't fail. */
@@ -157,6 +182,12 @@ const char *config_redact_url(const char *url, char *buf, size_t buflen);
  * restarts the reader, not the workers. Can't fail. */
 void config_copy_firehose(struct config *dst, const struct config *src);
 int config_firehose_equal(const struct config *a, const struct config *b);
+
+/* Where pair p was set, for an error: "FILE:LINE" or "command line".
+ * Writes into buf and returns it. Can't fail. */
+const char *config_pair_where(const struct config *cfg,
+                              const struct config_pair *p, char *buf,
+                              size_t buflen);
 
 /* Print every setting and its value (passwords redacted) as a config file,
  * for `sluiced --check-config`. */

@@ -55,7 +55,7 @@ for my $s (@settings) {
     push @missing, $s->{key}
       # its tag: alone on its line, or before its text when it is shorter
       # than the indent
-      unless $text =~ /^ {7}\Q$s->{key}\E(?:\s*$| {2,}\S)/m
+      unless $text =~ /^ {7}\Q$s->{key}\E(?:\s*$| +\S)/m
       && $text =~ /^\s+Default:\s+\Q$s->{key}\E\s+=\s+$def[;. (]/m
       && $text =~ /^\s+Default:\s+\Q$s->{key}\E\s+=.*environment:\s+$env\.$/m;
 }
