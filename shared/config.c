@@ -106,8 +106,7 @@ static const struct setting settings[] = {
     {"table_key", NULL, SET_STRING, OFF(table_key), 0, 0, NULL, ""},
     {"table_on_conflict", NULL, SET_CHOICE, OFF(table_on_conflict), 0, 0,
      "nothing|update", "nothing"},
-    {"table_create", NULL, SET_CHOICE, OFF(table_create), 0, 0, "no|yes",
-     "no"},
+    {"table_create", NULL, SET_CHOICE, OFF(table_create), 0, 0, "no|yes", "no"},
     {"plugin", NULL, SET_STRING, OFF(plugin), 0, 0, NULL, ""},
     {"raw_type_field", NULL, SET_STRING, OFF(raw_type_field), 0, 0, NULL,
      "type"},
@@ -288,9 +287,8 @@ pair_add(struct config *cfg, const struct pair_kind *k, const char *key,
             return 0;
         }
     if (*count == CONFIG_MAP_MAX)
-        return config_error(err, errlen, where, key,
-                            "more than %d %s keys", CONFIG_MAP_MAX,
-                            k->prefix);
+        return config_error(err, errlen, where, key, "more than %d %s keys",
+                            CONFIG_MAP_MAX, k->prefix);
     strlcpy(list[*count].name, name, sizeof(list->name));
     strlcpy(list[*count].value, value, sizeof(list->value));
     list[*count].line = line;
