@@ -108,6 +108,7 @@ static const struct setting settings[] = {
      "nothing|update", "nothing"},
     {"table_create", NULL, SET_CHOICE, OFF(table_create), 0, 0, "no|yes", "no"},
     {"plugin", NULL, SET_STRING, OFF(plugin), 0, 0, NULL, ""},
+    {"shards", NULL, SET_INT, OFF(shards), 1, 256, NULL, "1"},
     {"raw_type_field", NULL, SET_STRING, OFF(raw_type_field), 0, 0, NULL,
      "type"},
     {"relay_url", "RELAY_URL", SET_STRING, OFF(relay_url), 0, 0, NULL, ""},
@@ -445,8 +446,83 @@ split_assignment(char *line, char **key, char **value, const char **why)
     return 0;
 }
 
+/* The settings of the whole supervisor: refused inside a [pipeline]
+ * section (one pidfile, one segment, one log, one reader). */
+static const char *const global_keys[] = {
+    "pidfile",
+    "stats_name",
+    "user",
+    "http_listen",
+    "log_level",
+    "log_target",
+    "relay_url",
+    "cursor_key",
+    "stream_trim",
+    "firehose_max_frame",
+    "firehose_max_block",
+    "firehose_max_items",
+    "firehose_max_depth",
+    "relay_idle_timeout_ms",
+    "stats_interval_ms",
+    "shutdown_timeout_ms",
+};
+
 int
-config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
+config_key_is_global(const char *key)
+{
+    for (size_t i = 0; i < sizeof(global_keys) / sizeof(global_keys[0]); i++)
+        if (strcmp(global_keys[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * A section line "[pipeline NAME]" (the line trimmed, modified): 1 with
+ * *name set, 0 when the line is no section, -1 with *why when it is a
+ * malformed one.
+ */
+static int
+section_header(char *p, char **name, const char **why)
+{
+    size_t n = strlen(p);
+
+    if (p[0] != '[')
+        return 0;
+    if (n < 2 || p[n - 1] != ']') {
+        *why = "a section is written [pipeline NAME]";
+        return -1;
+    }
+    p[n - 1] = '\0';
+    p = trim(p + 1);
+    if (strncmp(p, "pipeline", 8) != 0 || (p[8] != ' ' && p[8] != '\t')) {
+        *why = "the only section is [pipeline NAME]";
+        return -1;
+    }
+    p = trim(p + 8);
+    if (p[0] == '\0' || strlen(p) > CONFIG_PIPELINE_NAME_MAX) {
+        *why = "a pipeline's name is 1 to 48 letters, digits, '_' or '-'";
+        return -1;
+    }
+    for (const char *q = p; *q; q++)
+        if (!isalnum((unsigned char)*q) && *q != '_' && *q != '-') {
+            *why = "a pipeline's name is 1 to 48 letters, digits, '_' or '-'";
+            return -1;
+        }
+    *name = p;
+    return 1;
+}
+
+/*
+ * Read path over cfg: the lines before the first section when section is
+ * NULL, else only those of [pipeline section] (global keys refused
+ * there). When names is not NULL it receives the sections' names in file
+ * order (at most max; *nnames their count). Same error contract as
+ * config_load_file().
+ */
+static int
+config_read(struct config *cfg, const char *path, const char *section,
+            char (*names)[CONFIG_PIPELINE_NAME_MAX + 1], int max, int *nnames,
+            char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -457,8 +533,10 @@ config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
     char line[4096], where[PATH_MAX + 32];
     unsigned seen_at[NSETTINGS] = {0};
     unsigned lineno = 0;
-    int rc = 0;
+    int rc = 0, mine = section == NULL, nsections = 0;
 
+    if (nnames != NULL)
+        *nnames = 0;
     while (fgets(line, sizeof(line), f) != NULL) {
         lineno++;
         snprintf(where, sizeof(where), "%s:%u", path, lineno);
@@ -470,9 +548,43 @@ config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
         }
         if (len > 0 && line[len - 1] == '\n')
             line[--len] = '\0';
-        char *p = trim(line), *key, *value;
+        char *p = trim(line), *key, *value, *name;
         const char *why;
         if (p[0] == '\0' || p[0] == '#')
+            continue;
+        int sec = section_header(p, &name, &why);
+        if (sec < 0) {
+            snprintf(err, errlen, "%s: %s", where, why);
+            rc = -1;
+            break;
+        }
+        if (sec > 0) {
+            if (names != NULL) {
+                for (int i = 0; i < *nnames; i++)
+                    if (strcmp(names[i], name) == 0) {
+                        snprintf(err, errlen,
+                                 "%s: [pipeline %s]: a second section of "
+                                 "that name",
+                                 where, name);
+                        rc = -1;
+                        break;
+                    }
+                if (rc < 0)
+                    break;
+                if (*nnames == max) {
+                    snprintf(err, errlen, "%s: more than %d pipelines", where,
+                             max);
+                    rc = -1;
+                    break;
+                }
+                strlcpy(names[(*nnames)++], name, sizeof(names[0]));
+            }
+            nsections++;
+            mine = section != NULL && strcmp(section, name) == 0;
+            memset(seen_at, 0, sizeof(seen_at));
+            continue;
+        }
+        if (!mine)
             continue;
         if (split_assignment(p, &key, &value, &why) < 0) {
             snprintf(err, errlen, "%s: %s", where, why);
@@ -490,6 +602,12 @@ config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
         }
         if (s == NULL) {
             rc = config_error(err, errlen, where, key, "unknown setting");
+            break;
+        }
+        if (section != NULL && config_key_is_global(key)) {
+            rc = config_error(err, errlen, where, key,
+                              "a setting of the whole supervisor: set it "
+                              "before the first [pipeline] section");
             break;
         }
         size_t idx = (size_t)(s - settings);
@@ -510,6 +628,29 @@ config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
     }
     fclose(f);
     return rc;
+}
+
+int
+config_load_file(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    return config_read(cfg, path, NULL, NULL, 0, NULL, err, errlen);
+}
+
+int
+config_load_section(struct config *cfg, const char *path, const char *name,
+                    char *err, size_t errlen)
+{
+    return config_read(cfg, path, name, NULL, 0, NULL, err, errlen);
+}
+
+int
+config_sections(const char *path, char (*names)[CONFIG_PIPELINE_NAME_MAX + 1],
+                int max, int *n, char *err, size_t errlen)
+{
+    static struct config scratch; /* large: not on the stack */
+
+    config_defaults(&scratch);
+    return config_read(&scratch, path, NULL, names, max, n, err, errlen);
 }
 
 int
@@ -742,9 +883,10 @@ config_validate(const struct config *cfg, char *err, size_t errlen)
 }
 
 /* The defaults, the file, the environment and the options, unchecked. */
-static int
-load_sources(struct config *cfg, const char *path, char *const *options,
-             int noptions, char *err, size_t errlen)
+int
+config_load_unchecked(struct config *cfg, const char *path,
+                      char *const *options, int noptions, char *err,
+                      size_t errlen)
 {
     config_defaults(cfg);
     if (path != NULL && config_load_file(cfg, path, err, errlen) < 0)
@@ -761,7 +903,7 @@ int
 config_load(struct config *cfg, const char *path, char *const *options,
             int noptions, char *err, size_t errlen)
 {
-    if (load_sources(cfg, path, options, noptions, err, errlen) < 0)
+    if (config_load_unchecked(cfg, path, options, noptions, err, errlen) < 0)
         return -1;
     return config_validate(cfg, err, errlen);
 }
@@ -770,7 +912,7 @@ int
 config_load_reader(struct config *cfg, const char *path, char *const *options,
                    int noptions, char *err, size_t errlen)
 {
-    if (load_sources(cfg, path, options, noptions, err, errlen) < 0)
+    if (config_load_unchecked(cfg, path, options, noptions, err, errlen) < 0)
         return -1;
     if (cfg->relay_url[0] == '\0')
         return config_error(err, errlen, "configuration", "relay_url",

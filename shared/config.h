@@ -22,9 +22,10 @@
 
 #include "shared/log.h"
 
-#define CONFIG_STR_MAX 512
-#define CONFIG_ERR_MAX 512
-#define CONFIG_MAP_MAX 64 /* column.NAME or plugin.NAME keys of a kind */
+#define CONFIG_STR_MAX           512
+#define CONFIG_ERR_MAX           512
+#define CONFIG_PIPELINE_NAME_MAX 48
+#define CONFIG_MAP_MAX           64 /* column.NAME or plugin.NAME keys of a kind */
 
 /*
  * A key of the form PREFIX.NAME = value (column.order_id = data.$.id,
@@ -51,6 +52,7 @@ struct config {
     long stream_maxlen; /* producer's MAXLEN, for the trim warning */
 
     /* Processes */
+    int shards;             /* this pipeline is N, on {shard} keys */
     int parallel_consumers; /* PARALLEL_CONSUMERS: worker processes */
     int db_pool_size;       /* DB_POOL_SIZE: cap on PostgreSQL connections */
 
@@ -130,6 +132,25 @@ void config_defaults(struct config *cfg);
 int config_load_file(struct config *cfg, const char *path, char *err,
                      size_t errlen);
 
+/*
+ * Several pipelines in one file: the lines before the first
+ * "[pipeline NAME]" line are shared by every pipeline (and hold the
+ * supervisor's own settings); each section's lines apply over them to its
+ * pipeline alone. config_load_file() reads the shared lines only;
+ * config_load_section() the lines of one section (a global key there is an
+ * error); config_sections() lists the sections' names in file order (at
+ * most max, *n of them). Same error contract.
+ */
+int config_load_section(struct config *cfg, const char *path, const char *name,
+                        char *err, size_t errlen);
+int config_sections(const char *path,
+                    char (*names)[CONFIG_PIPELINE_NAME_MAX + 1], int max,
+                    int *n, char *err, size_t errlen);
+
+/* 1 when key is a setting of the whole supervisor (pidfile, http_listen,
+ * log_target, relay_url, ...), which a pipeline's section can't set. */
+int config_key_is_global(const char *key);
+
 /* Apply the environment variables (REDIS_URL, ...). Same error contract;
  * the message names the variable. */
 int config_load_env(struct config *cfg, char *err, size_t errlen);
@@ -148,6 +169,12 @@ int config_validate(const struct config *cfg, char *err, size_t errlen);
  */
 int config_load(struct config *cfg, const char *path, char *const *options,
                 int noptions, char *err, size_t errlen);
+
+/* The same without the cross-field checks (config_validate()), for a
+ * configuration of several pipelines (shared/pipeline.h). */
+int config_load_unchecked(struct config *cfg, const char *path,
+                          char *const *options, int noptions, char *err,
+                          size_t errlen);
 
 /*
  * The same for the firehose reader run alone (sluiced --firehose): it never

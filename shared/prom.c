@@ -5,6 +5,7 @@
  * so the two print the same text from the same code.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -19,6 +20,8 @@ stats_snapshot_take(const struct stats_segment *seg,
     for (int i = 0; i < STATS_MAX_SLOTS; i++)
         stats_slot_read(&seg->slots[i], &snap->slots[i]);
     stats_slot_read(&seg->firehose, &snap->firehose);
+    for (int i = 0; i < STATS_MAX_PIPELINES; i++)
+        stats_pipeline_read(&seg->pipelines[i], &snap->pipelines[i]);
 }
 
 int
@@ -184,11 +187,128 @@ prom_firehose(FILE *out, const struct stats_snapshot *snap)
                 now_s - (double)s->heartbeat_ms / 1000.0);
 }
 
+/* The labels of slot s's series, into buf: worker="NAME", with
+ * pipeline="P" first when the segment names pipelines. */
+static const char *
+slot_labels(const struct stats_snapshot *snap, const struct stats_slot *s,
+            char *buf, size_t len)
+{
+    char a[STATS_NAME_MAX * 2 + 1], b[STATS_NAME_MAX * 2 + 1];
+
+    prom_escape(s->name, a, sizeof(a));
+    if (snap->hdr.labelled)
+        snprintf(buf, len, "pipeline=\"%s\",worker=\"%s\"",
+                 prom_escape(s->pipeline, b, sizeof(b)), a);
+    else
+        snprintf(buf, len, "worker=\"%s\"", a);
+    return buf;
+}
+
+/* One pipeline (labels "" when there is only one): wanted workers and the
+ * group's figures, each family's HELP and TYPE printed by the caller. */
+enum group_family {
+    FAM_WANTED,
+    FAM_PENDING,
+    FAM_LAG,
+    FAM_LENGTH,
+    FAM_UP,
+    FAM_COUNT
+};
+
+static const char *const fam_head[FAM_COUNT] = {
+    "# HELP sluice_workers_wanted Worker processes sluiced keeps "
+    "running.\n# TYPE sluice_workers_wanted gauge\n",
+    "# HELP sluice_group_pending Entries delivered to the group and not yet "
+    "acknowledged.\n# TYPE sluice_group_pending gauge\n",
+    "# HELP sluice_group_lag Stream entries not yet delivered to the "
+    "group.\n# TYPE sluice_group_lag gauge\n",
+    "# HELP sluice_stream_length Entries in the stream (XLEN).\n# TYPE "
+    "sluice_stream_length gauge\n",
+    "# HELP sluice_group_up 1 when Redis answered the group query.\n# TYPE "
+    "sluice_group_up gauge\n",
+};
+
+static void
+group_series(FILE *out, enum group_family f, const char *labels,
+             unsigned wanted, const struct stats_group *grp)
+{
+    int have = grp != NULL && grp->have_group;
+
+    switch (f) {
+    case FAM_WANTED:
+        fprintf(out, "sluice_workers_wanted%s %u\n", labels, wanted);
+        break;
+    case FAM_PENDING:
+        if (have)
+            fprintf(out, "sluice_group_pending%s %lld\n", labels,
+                    grp->gi.pending);
+        break;
+    case FAM_LAG:
+        if (have && grp->gi.lag >= 0)
+            fprintf(out, "sluice_group_lag%s %lld\n", labels, grp->gi.lag);
+        break;
+    case FAM_LENGTH:
+        if (have)
+            fprintf(out, "sluice_stream_length%s %lld\n", labels,
+                    grp->gi.length);
+        break;
+    case FAM_UP:
+        fprintf(out, "sluice_group_up%s %d\n", labels, have);
+        break;
+    case FAM_COUNT:
+        break;
+    }
+}
+
+/* One pipeline: the families as before pipelines had names. */
+static void
+prom_group(FILE *out, const struct stats_snapshot *snap,
+           const struct stats_group *grp)
+{
+    int have = grp != NULL && grp->have_group;
+
+    for (int f = 0; f < FAM_COUNT; f++) {
+        if ((f == FAM_PENDING || f == FAM_LENGTH) && !have)
+            continue;
+        if (f == FAM_LAG && !(have && grp->gi.lag >= 0))
+            continue;
+        fputs(fam_head[f], out);
+        group_series(out, (enum group_family)f, "",
+                     (unsigned)snap->hdr.workers_wanted, grp);
+    }
+}
+
+/* Several pipelines: each family once, a series per pipeline. */
+static void
+prom_pipelines(FILE *out, const struct stats_snapshot *snap, int64_t max_age_ms)
+{
+    static struct stats_group grps[STATS_MAX_PIPELINES];
+    char labels[STATS_NAME_MAX * 2 + 32], e[STATS_NAME_MAX * 2 + 1];
+
+    for (int i = 0; i < STATS_MAX_PIPELINES; i++)
+        if (snap->pipelines[i].name[0] != '\0')
+            stats_group_published_by(snap, snap->pipelines[i].name, max_age_ms,
+                                     &grps[i]);
+    for (int f = 0; f < FAM_COUNT; f++) {
+        fputs(fam_head[f], out);
+        for (int i = 0; i < STATS_MAX_PIPELINES; i++) {
+            const struct stats_pipeline *p = &snap->pipelines[i];
+
+            if (p->name[0] == '\0')
+                continue;
+            snprintf(labels, sizeof(labels), "{pipeline=\"%s\"}",
+                     prom_escape(p->name, e, sizeof(e)));
+            group_series(out, (enum group_family)f, labels, p->wanted,
+                         &grps[i]);
+        }
+    }
+}
+
 void
 stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
-                       const struct stats_group *grp)
+                       const struct stats_group *grp, int64_t max_age_ms)
 {
-    char w[STATS_NAME_MAX * 2 + 1];
+    char w[STATS_NAME_MAX * 4 + 32];
     double now_s = (double)snap->taken_ms / 1000.0;
 
     for (size_t k = 0; k < sizeof(prom_counters) / sizeof(prom_counters[0]);
@@ -204,8 +324,8 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
             if (!stats_slot_used(s))
                 continue;
             memcpy(&v, (const char *)&s->c + pc->offset, sizeof(v));
-            fprintf(out, "%s{worker=\"%s\"} %" PRIu64 "\n", pc->name,
-                    prom_escape(s->name, w, sizeof(w)), v);
+            fprintf(out, "%s{%s} %" PRIu64 "\n", pc->name,
+                    slot_labels(snap, s, w, sizeof(w)), v);
         }
     }
 
@@ -216,8 +336,8 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
         const struct stats_slot *s = &snap->slots[i];
         if (!slot_listed(s))
             continue;
-        fprintf(out, "sluice_worker_up{worker=\"%s\"} %d\n",
-                prom_escape(s->name, w, sizeof(w)),
+        fprintf(out, "sluice_worker_up{%s} %d\n",
+                slot_labels(snap, s, w, sizeof(w)),
                 s->state != WORKER_DEAD ? 1 : 0);
     }
 
@@ -228,10 +348,10 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
         const struct stats_slot *s = &snap->slots[i];
         if (!slot_listed(s))
             continue;
-        prom_escape(s->name, w, sizeof(w));
+        slot_labels(snap, s, w, sizeof(w));
         for (int st = WORKER_STARTING; st < WORKER_STATE_COUNT; st++)
-            fprintf(out, "sluice_worker_state{worker=\"%s\",state=\"%s\"} %d\n",
-                    w, worker_state_name((enum worker_state)st),
+            fprintf(out, "sluice_worker_state{%s,state=\"%s\"} %d\n", w,
+                    worker_state_name((enum worker_state)st),
                     (int)s->state == st);
     }
 
@@ -243,9 +363,9 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
         if (!slot_listed(s) || s->heartbeat_ms == 0)
             continue;
         fprintf(out,
-                "sluice_worker_heartbeat_age_seconds{worker=\"%s\"} "
+                "sluice_worker_heartbeat_age_seconds{%s} "
                 "%.3f\n",
-                prom_escape(s->name, w, sizeof(w)),
+                slot_labels(snap, s, w, sizeof(w)),
                 now_s - (double)s->heartbeat_ms / 1000.0);
     }
 
@@ -256,8 +376,8 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
         const struct stats_slot *s = &snap->slots[i];
         if (!slot_listed(s) || s->started_ms == 0)
             continue;
-        fprintf(out, "sluice_worker_start_time_seconds{worker=\"%s\"} %.3f\n",
-                prom_escape(s->name, w, sizeof(w)),
+        fprintf(out, "sluice_worker_start_time_seconds{%s} %.3f\n",
+                slot_labels(snap, s, w, sizeof(w)),
                 (double)s->started_ms / 1000.0);
     }
 
@@ -267,8 +387,8 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
         const struct stats_slot *s = &snap->slots[i];
         if (!slot_listed(s))
             continue;
-        fprintf(out, "sluice_last_batch_size{worker=\"%s\"} %u\n",
-                prom_escape(s->name, w, sizeof(w)), s->last_batch_size);
+        fprintf(out, "sluice_last_batch_size{%s} %u\n",
+                slot_labels(snap, s, w, sizeof(w)), s->last_batch_size);
     }
 
     fprintf(out, "# HELP sluice_commit_latency_seconds Time from the stream "
@@ -280,24 +400,23 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
 
         if (!stats_slot_used(s))
             continue;
-        prom_escape(s->name, w, sizeof(w));
+        slot_labels(snap, s, w, sizeof(w));
         for (unsigned b = 0; b < STATS_HIST_BUCKETS; b++) {
             cum += s->latency_hist[b];
             if (b == STATS_HIST_BUCKETS - 1)
                 fprintf(out,
-                        "sluice_commit_latency_seconds_bucket{worker=\"%s\","
+                        "sluice_commit_latency_seconds_bucket{%s,"
                         "le=\"+Inf\"} %" PRIu64 "\n",
                         w, cum);
             else
                 fprintf(out,
-                        "sluice_commit_latency_seconds_bucket{worker=\"%s\","
+                        "sluice_commit_latency_seconds_bucket{%s,"
                         "le=\"%g\"} %" PRIu64 "\n",
                         w, (double)stats_hist_bucket_upper_ms(b) / 1000.0, cum);
         }
         fprintf(out,
-                "sluice_commit_latency_seconds_sum{worker=\"%s\"} %.3f\n"
-                "sluice_commit_latency_seconds_count{worker=\"%s\"} %" PRIu64
-                "\n",
+                "sluice_commit_latency_seconds_sum{%s} %.3f\n"
+                "sluice_commit_latency_seconds_count{%s} %" PRIu64 "\n",
                 w, (double)s->latency_sum_ms / 1000.0, w, cum);
     }
 
@@ -312,43 +431,24 @@ stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
             "started.\n# TYPE sluice_config_generation gauge\n"
             "sluice_config_generation %u\n",
             (unsigned)snap->hdr.generation);
-    fprintf(out,
-            "# HELP sluice_workers_wanted Worker processes sluiced "
-            "keeps running.\n# TYPE sluice_workers_wanted gauge\n"
-            "sluice_workers_wanted %u\n",
-            (unsigned)snap->hdr.workers_wanted);
-
-    if (grp != NULL && grp->have_group) {
-        fprintf(out,
-                "# HELP sluice_group_pending Entries delivered to the "
-                "group and not yet acknowledged.\n"
-                "# TYPE sluice_group_pending gauge\n"
-                "sluice_group_pending %lld\n",
-                grp->gi.pending);
-        if (grp->gi.lag >= 0)
-            fprintf(out,
-                    "# HELP sluice_group_lag Stream entries not yet "
-                    "delivered to the group.\n"
-                    "# TYPE sluice_group_lag gauge\n"
-                    "sluice_group_lag %lld\n",
-                    grp->gi.lag);
-        fprintf(out,
-                "# HELP sluice_stream_length Entries in the stream "
-                "(XLEN).\n# TYPE sluice_stream_length gauge\n"
-                "sluice_stream_length %lld\n",
-                grp->gi.length);
-    }
-    fprintf(out,
-            "# HELP sluice_group_up 1 when Redis answered the group "
-            "query.\n# TYPE sluice_group_up gauge\n"
-            "sluice_group_up %d\n",
-            grp != NULL && grp->have_group ? 1 : 0);
+    if (snap->hdr.labelled)
+        prom_pipelines(out, snap, max_age_ms);
+    else
+        prom_group(out, snap, grp);
     prom_firehose(out, snap);
 }
 
 void
 stats_group_published(const struct stats_snapshot *snap, int64_t max_age_ms,
                       struct stats_group *grp)
+{
+    stats_group_published_by(snap, NULL, max_age_ms, grp);
+}
+
+void
+stats_group_published_by(const struct stats_snapshot *snap,
+                         const char *pipeline, int64_t max_age_ms,
+                         struct stats_group *grp)
 {
     const struct stats_slot *best = NULL;
 
@@ -358,6 +458,7 @@ stats_group_published(const struct stats_snapshot *snap, int64_t max_age_ms,
         const struct stats_slot *s = &snap->slots[i];
 
         if (stats_slot_used(s) && s->group_ms > 0 &&
+            (pipeline == NULL || strcmp(s->pipeline, pipeline) == 0) &&
             (best == NULL || s->group_ms > best->group_ms))
             best = s;
     }

@@ -15,6 +15,7 @@ struct stats_snapshot {
     struct stats_header hdr;
     struct stats_slot slots[STATS_MAX_SLOTS];
     struct stats_slot firehose; /* the reader's: name "" when none ran */
+    struct stats_pipeline pipelines[STATS_MAX_PIPELINES]; /* name "": none */
 };
 
 /* The group's figures of a report: filled when have_group is 1. */
@@ -39,9 +40,18 @@ int stats_slot_used(const struct stats_slot *s);
 void stats_group_published(const struct stats_snapshot *snap,
                            int64_t max_age_ms, struct stats_group *grp);
 
+/* The same from the slots of one pipeline (every slot when pipeline is
+ * NULL). */
+void stats_group_published_by(const struct stats_snapshot *snap,
+                              const char *pipeline, int64_t max_age_ms,
+                              struct stats_group *grp);
+
 /* The text exposition format on out (`sluicectl stats --prometheus` and
- * the supervisor's GET /metrics). grp may be NULL. */
+ * the supervisor's GET /metrics). grp, the one pipeline's group figures,
+ * may be NULL; when the segment names several pipelines, each one's are
+ * taken from its workers' slots (at most max_age_ms old) and grp is not
+ * used, and every series carries a pipeline label. */
 void stats_print_prometheus(FILE *out, const struct stats_snapshot *snap,
-                            const struct stats_group *grp);
+                            const struct stats_group *grp, int64_t max_age_ms);
 
 #endif

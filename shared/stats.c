@@ -363,56 +363,97 @@ stats_slot_recover(struct stats_slot *slot)
         atomic_store_explicit(&slot->changecount, c + 1, memory_order_release);
 }
 
-void
-stats_slot_write_begin(struct stats_slot *slot)
+/* The seqlock of a slot or a pipeline's entry: cc is its change count. */
+static void
+seq_write_begin(_Atomic uint32_t *cc)
 {
-    atomic_fetch_add_explicit(&slot->changecount, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(cc, 1, memory_order_relaxed);
     /* The odd count must be visible before any field changes. */
     atomic_thread_fence(memory_order_release);
 }
 
-void
-stats_slot_write_end(struct stats_slot *slot)
+static void
+seq_write_end(_Atomic uint32_t *cc)
 {
     /* Every field written must be visible before the even count. */
-    atomic_fetch_add_explicit(&slot->changecount, 1, memory_order_release);
+    atomic_fetch_add_explicit(cc, 1, memory_order_release);
 }
 
 /*
- * Copy slot into out consistently: retry while a write is in progress or
- * happened during the copy. Can't fail. A writer that died mid-update
- * leaves an odd count that never moves again: when the same odd count
- * has been seen for STUCK_WRITER_MS, the copy is returned as it is rather
- * than spinning forever (a live writer moves the count far sooner).
+ * Copy size bytes at src (whose change count is cc) into out consistently:
+ * retry while a write is in progress or happened during the copy. Returns
+ * the even count the copy was taken at. Can't fail. A writer that died
+ * mid-update leaves an odd count that never moves again: when the same odd
+ * count has been seen for STUCK_WRITER_MS, the copy is returned as it is
+ * rather than spinning forever (a live writer moves the count far sooner).
  */
 #define STUCK_WRITER_MS 500
 
-void
-stats_slot_read(const struct stats_slot *slot, struct stats_slot *out)
+static uint32_t
+seq_read(const _Atomic uint32_t *cc, const void *src, void *out, size_t size)
 {
     uint32_t before, after, stuck_count = 0;
     int64_t stuck_since = 0;
 
     for (;;) {
-        before = atomic_load_explicit(&slot->changecount, memory_order_acquire);
+        before = atomic_load_explicit(cc, memory_order_acquire);
         if ((before & 1) == 0) {
-            memcpy(out, (const void *)slot, sizeof(*out));
+            memcpy(out, src, size);
             atomic_thread_fence(memory_order_acquire);
-            after =
-                atomic_load_explicit(&slot->changecount, memory_order_relaxed);
+            after = atomic_load_explicit(cc, memory_order_relaxed);
             if (before == after)
                 break;
         } else if (stuck_since == 0 || before != stuck_count) {
             stuck_count = before;
             stuck_since = stats_now_ms();
         } else if (stats_now_ms() - stuck_since > STUCK_WRITER_MS) {
-            memcpy(out, (const void *)slot, sizeof(*out));
+            memcpy(out, src, size);
             break;
         }
         sched_yield();
     }
-    atomic_store_explicit(&out->changecount, before & ~1u,
-                          memory_order_relaxed);
+    return before & ~1u;
+}
+
+void
+stats_slot_write_begin(struct stats_slot *slot)
+{
+    seq_write_begin(&slot->changecount);
+}
+
+void
+stats_slot_write_end(struct stats_slot *slot)
+{
+    seq_write_end(&slot->changecount);
+}
+
+void
+stats_slot_read(const struct stats_slot *slot, struct stats_slot *out)
+{
+    uint32_t at =
+        seq_read(&slot->changecount, (const void *)slot, out, sizeof(*out));
+
+    atomic_store_explicit(&out->changecount, at, memory_order_relaxed);
+}
+
+void
+stats_pipeline_write_begin(struct stats_pipeline *p)
+{
+    seq_write_begin(&p->changecount);
+}
+
+void
+stats_pipeline_write_end(struct stats_pipeline *p)
+{
+    seq_write_end(&p->changecount);
+}
+
+void
+stats_pipeline_read(const struct stats_pipeline *p, struct stats_pipeline *out)
+{
+    uint32_t at = seq_read(&p->changecount, (const void *)p, out, sizeof(*out));
+
+    atomic_store_explicit(&out->changecount, at, memory_order_relaxed);
 }
 
 /* Bucket of a latency (see STATS_HIST_BUCKETS): below 4 ms the latency

@@ -8,9 +8,14 @@
  *
  *   struct stats_header      magic, version, size, supervisor pid, start
  *                            time, generation (bumped on reload), nslots
- *   struct stats_slot[nslots] one per worker number (slot n-1 = CONSUMER_ID-n)
+ *   struct stats_slot[nslots] one per worker, of any pipeline (a worker
+ *                            keeps its slot across restarts; with one
+ *                            pipeline, slot n-1 = CONSUMER_ID-n); each
+ *                            names its pipeline
  *   struct stats_slot firehose the firehose reader's (state, heartbeat and
  *                            the counters in its struct stats_firehose)
+ *   struct stats_pipeline[]  one per pipeline: name, stream, group and
+ *                            wanted workers (hdr.npipelines of them)
  *
  * Concurrency: every slot has exactly one writer at a time. The worker that
  * owns it writes it while alive; the supervisor writes it only while no
@@ -29,8 +34,9 @@
 #include <sys/types.h>
 
 #define STATS_MAGIC          0x534c4355u /* "SLCU" */
-#define STATS_LAYOUT_VERSION 6u
+#define STATS_LAYOUT_VERSION 7u
 #define STATS_MAX_SLOTS      64
+#define STATS_MAX_PIPELINES  64
 #define STATS_NAME_MAX       64
 #define STATS_ERROR_MAX      160
 /*
@@ -139,6 +145,19 @@ struct stats_slot {
     int64_t group_pending;
     int64_t group_lag;
     int64_t group_consumers;
+    char pipeline[STATS_NAME_MAX]; /* the pipeline's name ("main" alone) */
+} __attribute__((aligned(64)));
+
+/* One pipeline, written by the supervisor alone (at start and reload),
+ * under the same seqlock protocol as a slot. */
+struct stats_pipeline {
+    _Atomic uint32_t changecount;
+    uint32_t wanted; /* its workers_wanted */
+    char name[STATS_NAME_MAX];
+    char stream[256];
+    char group[256];
+    int64_t ready_max_lag; /* its /readyz bounds */
+    int64_t ready_max_idle_ms;
 } __attribute__((aligned(64)));
 
 struct stats_header {
@@ -152,13 +171,16 @@ struct stats_header {
     _Atomic uint32_t workers_wanted; /* current PARALLEL_CONSUMERS */
     char stream[256];
     char group[256];
-    char redis_url[512]; /* password redacted */
+    char redis_url[512];         /* password redacted */
+    _Atomic uint32_t npipelines; /* entries of pipelines[] in use */
+    uint32_t labelled; /* several pipelines (or sections): name them */
 } __attribute__((aligned(64)));
 
 struct stats_segment {
     struct stats_header hdr;
     struct stats_slot slots[STATS_MAX_SLOTS];
     struct stats_slot firehose; /* the reader's, when relay_url is set */
+    struct stats_pipeline pipelines[STATS_MAX_PIPELINES];
 };
 
 /* Result of stats_open(). */
@@ -200,6 +222,13 @@ uint32_t stats_peek_version(const char *name);
 /* Hand the object `name` to uid:gid (before a privilege drop, so that the
  * supervisor can still unlink it). Returns 0 or -1 with errno set. */
 int stats_chown(const char *name, uid_t uid, gid_t gid);
+
+/* The same protocol for a pipeline's entry (the supervisor writes;
+ * sluicectl reads). */
+void stats_pipeline_write_begin(struct stats_pipeline *p);
+void stats_pipeline_write_end(struct stats_pipeline *p);
+void stats_pipeline_read(const struct stats_pipeline *p,
+                         struct stats_pipeline *out);
 
 /* Writer side: bracket every update of a slot. */
 void stats_slot_write_begin(struct stats_slot *slot);

@@ -58,7 +58,9 @@
  * from the fork until its first change. Wall time is written only into
  * the slot's fields (started_ms, heartbeat_ms at the fork, last_error_ms).
  *
- * Worker n (1..N) is named CONSUMER_ID-n and writes slot n-1; the reader
+ * Worker n (1..N) is named CONSUMER_ID-n and writes the slot it took at
+ * its first fork (the lowest free one of the segment, which every
+ * pipeline's children share: with one pipeline, slot n-1); the reader
  * writes the segment's firehose slot. The supervisor writes a slot only
  * while no child owns it: before fork() and after reaping.
  */
@@ -131,7 +133,34 @@ static struct stats_slot *
 child_slot(struct children *ch, const struct child *c)
 {
     return c->role == CHILD_FIREHOSE ? &ch->seg->firehose
-                                     : &ch->seg->slots[c->n - 1];
+                                     : &ch->seg->slots[c->slot];
+}
+
+/* Give c a slot of its own if it has none: the lowest free one. 0, or -1
+ * when every slot is taken (the supervisor bounds the workers so that it
+ * never happens). */
+static int
+child_take_slot(struct children *ch, struct child *c)
+{
+    if (c->role == CHILD_FIREHOSE || c->slot >= 0)
+        return 0;
+    for (int i = 0; i < STATS_MAX_SLOTS; i++)
+        if (!(*ch->slots_used & (UINT64_C(1) << i))) {
+            *ch->slots_used |= UINT64_C(1) << i;
+            c->slot = i;
+            return 0;
+        }
+    return -1;
+}
+
+/* c is scaled away (or its pipeline removed): its slot is free again. */
+static void
+child_give_slot(struct children *ch, struct child *c)
+{
+    if (c->role == CHILD_FIREHOSE || c->slot < 0)
+        return;
+    *ch->slots_used &= ~(UINT64_C(1) << c->slot);
+    c->slot = -1;
 }
 
 /* The configuration generation c should run with. */
@@ -165,7 +194,12 @@ child_set_name(const struct children *ch, struct child *c)
     } else {
         snprintf(c->name, sizeof(c->name), "%.*s-%d", STATS_NAME_MAX - 12,
                  ch->cfg->consumer_id, c->n);
-        snprintf(c->label, sizeof(c->label), "worker %s", c->name);
+        if (ch->labelled)
+            snprintf(c->label, sizeof(c->label), "worker %.*s/%.*s",
+                     STATS_NAME_MAX - 1, ch->pipeline, STATS_NAME_MAX - 1,
+                     c->name);
+        else
+            snprintf(c->label, sizeof(c->label), "worker %s", c->name);
     }
 }
 
@@ -216,8 +250,8 @@ child_exec(struct children *ch, struct child *c, struct stats_slot *slot,
         exit(firehose_run(&fo));
     }
     struct worker_options wo;
-    log_set_identity("worker", c->name);
-    setproctitle("worker %s", c->name);
+    log_set_identity("worker", c->label + strlen("worker "));
+    setproctitle("%s", c->label);
     wo.cfg = ch->cfg;
     wo.name = c->name;
     wo.slot = slot;
@@ -235,12 +269,18 @@ child_exec(struct children *ch, struct child *c, struct stats_slot *slot,
 static int
 child_fork(struct children *ch, struct child *c, int64_t now)
 {
-    struct stats_slot *slot = child_slot(ch, c);
+    struct stats_slot *slot;
     int64_t wall = stats_now_ms();
     int fds[2];
     pid_t pid;
 
     child_set_name(ch, c); /* consumer_id may have changed on a reload */
+    if (child_take_slot(ch, c) < 0) {
+        log_warnx("%s: every stats slot (%d) is taken", c->label,
+                  STATS_MAX_SLOTS);
+        return -1;
+    }
+    slot = child_slot(ch, c);
     if (pipe2(fds, O_CLOEXEC) < 0) {
         log_warn("%s: pipe", c->label);
         return -1;
@@ -249,7 +289,8 @@ child_fork(struct children *ch, struct child *c, int64_t now)
     stats_slot_recover(slot);
     stats_slot_write_begin(slot);
     int had_run = slot->name[0] != '\0' && slot->started_ms != 0 &&
-                  strcmp(slot->name, c->name) == 0;
+                  strcmp(slot->name, c->name) == 0 &&
+                  strcmp(slot->pipeline, ch->pipeline) == 0;
     if (!had_run) {
         /* A new (or renamed) worker: start from zero. */
         memset(&slot->c, 0, sizeof(slot->c));
@@ -261,6 +302,7 @@ child_fork(struct children *ch, struct child *c, int64_t now)
         slot->c.restarts++;
     }
     strlcpy(slot->name, c->name, sizeof(slot->name));
+    strlcpy(slot->pipeline, ch->pipeline, sizeof(slot->pipeline));
     slot->pid = 0;
     slot->state = WORKER_STARTING;
     slot->started_ms = wall;
@@ -360,6 +402,8 @@ child_exited(struct children *ch, struct child *c, int status, int64_t now)
         slot->last_error_ms = stats_now_ms();
     }
     stats_slot_write_end(slot);
+    if (retired)
+        child_give_slot(ch, c);
 
     if (ch->shutting_down || retired) {
         log_info("%s %s%s", c->label, how,
@@ -512,10 +556,12 @@ children_init(struct children *ch, struct config *cfg, void (*in_child)(void))
     for (int i = 0; i < STATS_MAX_SLOTS; i++) {
         ch->kids[i].n = i + 1;
         ch->kids[i].pipe_wr = -1;
+        ch->kids[i].slot = -1;
         child_set_name(ch, &ch->kids[i]);
     }
     ch->reader.role = CHILD_FIREHOSE;
     ch->reader.pipe_wr = -1;
+    ch->reader.slot = -1;
     child_set_name(ch, &ch->reader);
     if (cfg->relay_url[0] != '\0')
         child_event(ch, &ch->reader, EV_WANT, 0, NULL);
@@ -553,20 +599,15 @@ children_reloaded(struct children *ch, int others_changed, int reader_changed)
         ch->config_gen++;
 }
 
-void
-children_reap(struct children *ch)
+int
+children_take_exit(struct children *ch, pid_t pid, int status)
 {
-    int status;
-    pid_t pid;
-
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        struct child *c = child_next(ch, NULL);
-
-        while (c != NULL && c->pid != pid)
-            c = child_next(ch, c);
-        if (c != NULL)
+    for (struct child *c = child_next(ch, NULL); c; c = child_next(ch, c))
+        if (c->pid == pid && has_process(c)) {
             child_event(ch, c, EV_EXIT, status, NULL);
-    }
+            return 1;
+        }
+    return 0;
 }
 
 void
@@ -609,7 +650,7 @@ children_rollout_step(struct children *ch)
             return; /* one is about to start */
         if (c->state == CHILD_RUNNING && c->config_gen == ch->config_gen &&
             now - c->started < ch->cfg->worker_timeout_ms) {
-            stats_slot_read(&ch->seg->slots[i], &copy);
+            stats_slot_read(child_slot(ch, c), &copy);
             if (copy.state == WORKER_STARTING)
                 return; /* the last one restarted is not consuming yet */
         }
@@ -685,19 +726,11 @@ children_kill_remaining(struct children *ch)
 }
 
 void
-children_quit(struct children *ch, long grace_ms)
+children_quit(struct children *ch)
 {
-    int64_t until = clock_mono_ms() + grace_ms;
-
     ch->shutting_down = 1;
     for (struct child *c = child_next(ch, NULL); c; c = child_next(ch, c))
         child_event(ch, c, EV_QUIT, 0, NULL);
-    while (children_alive(ch) > 0 && clock_mono_ms() < until) {
-        children_reap(ch);
-        if (children_alive(ch) > 0)
-            usleep(10000);
-    }
-    children_kill_remaining(ch);
 }
 
 void

@@ -35,7 +35,9 @@ struct child {
     enum child_role role;
     int n; /* worker number, 1-based; slot n-1 (0: the reader) */
     char name[STATS_NAME_MAX];
-    char label[STATS_NAME_MAX + 16]; /* "worker NAME", for the logs */
+    char label[2 * STATS_NAME_MAX + 16]; /* "worker NAME" or "worker
+                                             PIPELINE/NAME", for the logs
+                                             and the process title */
     enum child_state state;
     int64_t since;        /* monotonic ms the state was entered */
     pid_t pid;            /* RUNNING to KILLED: the process; else 0 */
@@ -51,16 +53,24 @@ struct child {
                              fork) */
     int forked_before;    /* a worker ran under this name before (and did
                              not refuse it): the name is ours */
+    int slot;             /* its slot in the segment (workers), -1 none:
+                             taken at the first fork, kept across restarts,
+                             given back when it is scaled away */
 };
 
 struct pidfh;
 
 struct children {
-    struct config *cfg;        /* the supervisor's current settings */
-    struct stats_segment *seg; /* the slots the children write */
-    struct pidfh *pfh;         /* closed in a new child (may be NULL) */
-    void (*in_child)(void);    /* run first in a new child: restores the
-                                  signal dispositions */
+    struct config *cfg;            /* the pipeline's current settings */
+    char pipeline[STATS_NAME_MAX]; /* its name, written in its slots */
+    int labelled;                  /* names in the logs carry the pipeline */
+    uint64_t *slots_used;          /* the supervisor's map of taken slots,
+                                      shared by every pipeline (bit i: slot
+                                      i) */
+    struct stats_segment *seg;     /* the slots the children write */
+    struct pidfh *pfh;             /* closed in a new child (may be NULL) */
+    void (*in_child)(void);        /* run first in a new child: restores the
+                                      signal dispositions */
     struct child kids[STATS_MAX_SLOTS];
     struct child reader; /* the firehose reader, while relay_url is set */
     int wanted;          /* workers that should run */
@@ -72,8 +82,8 @@ struct children {
 
 /* An empty table for cfg (kept as a pointer: a reload replaces *cfg);
  * the reader is due now when relay_url is set. in_child runs first in
- * every new child. The caller sets seg and pfh before the first
- * children_converge(). Can't fail. */
+ * every new child. The caller sets seg, pfh, slots_used, pipeline and
+ * labelled before the first children_converge(). Can't fail. */
 void children_init(struct children *ch, struct config *cfg,
                    void (*in_child)(void));
 
@@ -91,8 +101,10 @@ void children_set_wanted(struct children *ch, int n);
 void children_reloaded(struct children *ch, int others_changed,
                        int reader_changed);
 
-/* Reap every ended child without blocking (after SIGCHLD). */
-void children_reap(struct children *ch);
+/* The child pid ended with the wait status (the supervisor reaps every
+ * pipeline's children with one waitpid loop): 1 when it was one of ch's,
+ * now handled; 0 when not. */
+int children_take_exit(struct children *ch, pid_t pid, int status);
 
 /* Kill children whose heartbeat did not change for worker_timeout, and
  * stopping ones that outlived shutdown_timeout. */
@@ -113,9 +125,9 @@ long children_wait_ms(const struct children *ch, long max_ms);
 /* TERM/INT: SIGTERM to every child; no restarts from now on. */
 void children_shutdown(struct children *ch);
 
-/* QUIT: SIGQUIT to every child, grace_ms for them to exit, then
- * children_kill_remaining(). Returns when none is left. */
-void children_quit(struct children *ch, long grace_ms);
+/* QUIT: SIGQUIT to every child; no restarts from now on. The caller
+ * reaps them for a short grace, then children_kill_remaining(). */
+void children_quit(struct children *ch);
 
 /* SIGKILL whoever still runs and wait for each (blocking). */
 void children_kill_remaining(struct children *ch);

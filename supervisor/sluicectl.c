@@ -291,7 +291,7 @@ cmd_stats(struct ctl *ctl, const char *format)
             return CTL_EXIT_FAILED;
         }
     } else {
-        stats_print_prometheus(stdout, &snap, &grp);
+        stats_print_prometheus(stdout, &snap, &grp, 5000);
     }
     return fflush(stdout) == 0 ? 0 : CTL_EXIT_FAILED;
 }
@@ -404,6 +404,14 @@ cmd_scale(struct ctl *ctl, const char *arg)
     }
     if (pid == 0)
         return CTL_EXIT_NOT_RUNNING;
+    if (ctl->seg->hdr.labelled) {
+        fprintf(stderr,
+                "sluicectl: scale: sluiced (pid %d) runs several pipelines; "
+                "set parallel_consumers in the pipeline's section and "
+                "reload\n",
+                (int)pid);
+        return EXIT_USAGE;
+    }
     start = atomic_load(&ctl->seg->hdr.workers_wanted);
     rc = scale_steps(ctl, pid, want, &at);
     if (rc == 0) {

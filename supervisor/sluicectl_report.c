@@ -16,6 +16,10 @@
 
 #include "supervisor/sluicectl.h"
 
+/* The group's figures the workers published are taken when at most this
+ * old (they publish about once a second). */
+#define PUBLISHED_FRESH_MS 5000
+
 /* A slot whose worker is part of the current set (not scaled away). */
 static int
 slot_listed(const struct stats_slot *s)
@@ -86,6 +90,37 @@ format_rate(char *buf, size_t len, double r)
         snprintf(buf, len, "%.0f", r);
 }
 
+/* The table's rows of the listed workers of pipeline (every one when
+ * NULL). */
+static void
+print_workers(FILE *out, const struct stats_snapshot *snap,
+              const struct stats_snapshot *prev, const char *pipeline)
+{
+    char up[32], rate[32];
+
+    for (int i = 0; i < STATS_MAX_SLOTS; i++) {
+        const struct stats_slot *s = &snap->slots[i];
+
+        if (!slot_listed(s) ||
+            (pipeline != NULL && strcmp(s->pipeline, pipeline) != 0))
+            continue;
+        format_uptime(up, sizeof(up),
+                      s->state == WORKER_DEAD ? -1
+                                              : snap->taken_ms - s->started_ms);
+        format_rate(rate, sizeof(rate), slot_rate(snap, prev, i));
+        fprintf(out,
+                "%-24s %-9s %8d %9s %9s %12" PRIu64 " %9" PRIu64 " %7" PRIu64
+                " %9" PRIu64 " %8" PRIu64 "\n",
+                s->name, worker_state_name((enum worker_state)s->state),
+                (int)s->pid, up, rate, s->c.events_applied, s->c.dead_lettered,
+                s->c.redis_errors + s->c.pg_errors, s->c.deadlocks,
+                s->c.restarts);
+        if (s->state == WORKER_DEAD || s->state == WORKER_BACKOFF)
+            if (s->last_error[0] != '\0')
+                fprintf(out, "  last error: %s\n", s->last_error);
+    }
+}
+
 /* The reader's lines of the table, when a reader ran. */
 static void
 print_firehose(FILE *out, const struct stats_snapshot *snap,
@@ -142,17 +177,25 @@ ctl_print_table(FILE *out, const struct stats_snapshot *snap,
 {
     struct stats_counters total;
     double total_rate = 0;
-    int have_rate = prev != NULL, running = 0;
+    int have_rate = prev != NULL;
     char up[32], rate[32];
 
     memset(&total, 0, sizeof(total));
     format_uptime(up, sizeof(up), snap->taken_ms - snap->hdr.started_ms);
-    fprintf(out,
-            "sluiced pid %d, up %s, %s/%s, generation %u, %u workers "
-            "wanted\n",
-            (int)snap->hdr.supervisor_pid, up, snap->hdr.stream,
-            snap->hdr.group, (unsigned)snap->hdr.generation,
-            (unsigned)snap->hdr.workers_wanted);
+    if (snap->hdr.labelled)
+        fprintf(out,
+                "sluiced pid %d, up %s, several pipelines, generation %u, %u "
+                "workers wanted\n",
+                (int)snap->hdr.supervisor_pid, up,
+                (unsigned)snap->hdr.generation,
+                (unsigned)snap->hdr.workers_wanted);
+    else
+        fprintf(out,
+                "sluiced pid %d, up %s, %s/%s, generation %u, %u workers "
+                "wanted\n",
+                (int)snap->hdr.supervisor_pid, up, snap->hdr.stream,
+                snap->hdr.group, (unsigned)snap->hdr.generation,
+                (unsigned)snap->hdr.workers_wanted);
     fprintf(out, "%-24s %-9s %8s %9s %9s %12s %9s %7s %9s %8s\n", "WORKER",
             "STATE", "PID", "UPTIME", "EVENTS/S", "APPLIED", "DEAD", "ERRORS",
             "DEADLOCKS", "RESTARTS");
@@ -166,25 +209,34 @@ ctl_print_table(FILE *out, const struct stats_snapshot *snap,
         r = slot_rate(snap, prev, i);
         if (r >= 0)
             total_rate += r;
-        if (!slot_listed(s))
-            continue;
-        if (s->state == WORKER_RUNNING || s->state == WORKER_BACKOFF ||
-            s->state == WORKER_DRAINING || s->state == WORKER_STARTING)
-            running++;
-        format_uptime(up, sizeof(up),
-                      s->state == WORKER_DEAD ? -1
-                                              : snap->taken_ms - s->started_ms);
-        format_rate(rate, sizeof(rate), r);
-        fprintf(out,
-                "%-24s %-9s %8d %9s %9s %12" PRIu64 " %9" PRIu64 " %7" PRIu64
-                " %9" PRIu64 " %8" PRIu64 "\n",
-                s->name, worker_state_name((enum worker_state)s->state),
-                (int)s->pid, up, rate, s->c.events_applied, s->c.dead_lettered,
-                s->c.redis_errors + s->c.pg_errors, s->c.deadlocks,
-                s->c.restarts);
-        if (s->state == WORKER_DEAD || s->state == WORKER_BACKOFF)
-            if (s->last_error[0] != '\0')
-                fprintf(out, "  last error: %s\n", s->last_error);
+    }
+    if (!snap->hdr.labelled) {
+        print_workers(out, snap, prev, NULL);
+    } else {
+        for (int k = 0; k < STATS_MAX_PIPELINES; k++) {
+            const struct stats_pipeline *p = &snap->pipelines[k];
+            struct stats_group pg;
+            char lag[32] = "unknown";
+
+            if (p->name[0] == '\0')
+                continue;
+            stats_group_published_by(snap, p->name, PUBLISHED_FRESH_MS, &pg);
+            if (pg.have_group && pg.gi.lag >= 0)
+                snprintf(lag, sizeof(lag), "%lld", pg.gi.lag);
+            if (pg.have_group)
+                fprintf(out,
+                        "pipeline %s: %s/%s, %u workers wanted, lag %s, "
+                        "pending %lld, stream length %lld\n",
+                        p->name, p->stream, p->group, (unsigned)p->wanted, lag,
+                        pg.gi.pending, pg.gi.length);
+            else
+                fprintf(out,
+                        "pipeline %s: %s/%s, %u workers wanted, lag and "
+                        "pending unknown (%s)\n",
+                        p->name, p->stream, p->group, (unsigned)p->wanted,
+                        pg.gi.error);
+            print_workers(out, snap, prev, p->name);
+        }
     }
     format_rate(rate, sizeof(rate), have_rate ? total_rate : -1);
     fprintf(out,
@@ -193,14 +245,13 @@ ctl_print_table(FILE *out, const struct stats_snapshot *snap,
             "total", "", "", "", rate, total.events_applied,
             total.dead_lettered, total.redis_errors + total.pg_errors,
             total.deadlocks, total.restarts);
-    (void)running;
     if (total.entries_trimmed_unread > 0)
         fprintf(out,
                 "LOST: %" PRIu64 " entries were trimmed from the stream "
                 "before the group read them (see the workers' log)\n",
                 total.entries_trimmed_unread);
     print_firehose(out, snap, prev);
-    if (grp == NULL)
+    if (grp == NULL || snap->hdr.labelled)
         return;
     if (grp->have_group) {
         char lag[32];
@@ -240,6 +291,40 @@ json_counters(cJSON *obj, const struct stats_counters *c)
     cJSON_AddNumberToObject(obj, "restarts", (double)c->restarts);
     cJSON_AddNumberToObject(obj, "entries_trimmed_unread",
                             (double)c->entries_trimmed_unread);
+}
+
+/* "pipelines": each one's name, stream, group, wanted workers and the
+ * group's figures its workers published. */
+static void
+json_pipelines(cJSON *root, const struct stats_snapshot *snap)
+{
+    cJSON *arr = cJSON_AddArrayToObject(root, "pipelines");
+
+    for (int k = 0; k < STATS_MAX_PIPELINES; k++) {
+        const struct stats_pipeline *p = &snap->pipelines[k];
+        struct stats_group pg;
+        cJSON *o;
+
+        if (p->name[0] == '\0')
+            continue;
+        stats_group_published_by(snap, p->name, PUBLISHED_FRESH_MS, &pg);
+        o = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddStringToObject(o, "name", p->name);
+        cJSON_AddStringToObject(o, "stream", p->stream);
+        cJSON_AddStringToObject(o, "group", p->group);
+        cJSON_AddNumberToObject(o, "workers_wanted", p->wanted);
+        if (pg.have_group) {
+            cJSON_AddNumberToObject(o, "length", (double)pg.gi.length);
+            cJSON_AddNumberToObject(o, "pending", (double)pg.gi.pending);
+            if (pg.gi.lag >= 0)
+                cJSON_AddNumberToObject(o, "lag", (double)pg.gi.lag);
+            else
+                cJSON_AddNullToObject(o, "lag");
+        } else {
+            cJSON_AddStringToObject(o, "error", pg.gi.error);
+        }
+    }
 }
 
 /* The reader's object, or null when no reader ran. */
@@ -334,6 +419,7 @@ ctl_print_json(FILE *out, const struct stats_snapshot *snap,
         w = cJSON_CreateObject();
         cJSON_AddItemToArray(workers, w);
         cJSON_AddStringToObject(w, "name", s->name);
+        cJSON_AddStringToObject(w, "pipeline", s->pipeline);
         cJSON_AddNumberToObject(w, "slot", i);
         cJSON_AddStringToObject(
             w, "state",
@@ -368,6 +454,7 @@ ctl_print_json(FILE *out, const struct stats_snapshot *snap,
     }
     total = cJSON_AddObjectToObject(root, "total");
     json_counters(total, &sum);
+    json_pipelines(root, snap);
     json_firehose(root, &snap->firehose);
 
     if (grp != NULL) {

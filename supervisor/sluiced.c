@@ -26,13 +26,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <bsd/string.h>
 #include <bsd/unistd.h>
 
 #include "shared/config.h"
 #include "shared/exitcode.h"
 #include "shared/log.h"
+#include "shared/pipeline.h"
 #include "supervisor/supervisor.h"
 #include "worker/firehose.h"
+#include "worker/sink.h"
 #include "worker/worker.h"
 
 #define SLUICE_VERSION  "0.1.0"
@@ -79,8 +82,12 @@ usage(FILE *out)
             "                       reading at most SCAN rows a table\n"
             "                       (default 100000, 0 = all); exit 1 if\n"
             "                       any\n"
-            "      --check-config   validate the configuration, print it\n"
-            "                       (passwords hidden) and exit\n"
+            "      --check-config   validate the configuration (and load a\n"
+            "                       plugin sink), print it (passwords\n"
+            "                       hidden) and exit\n"
+            "      --pipeline NAME  the pipeline --worker, --init-schema,\n"
+            "                       --recount and --check work on, when\n"
+            "                       the file has several ([pipeline NAME])\n"
             "      --list-settings  print every setting sluiced knows: key,\n"
             "                       type, default, range, environment\n"
             "                       names (tab-separated) and exit\n"
@@ -102,6 +109,102 @@ usage(FILE *out)
             "configuration error; 70 internal error.\n");
 }
 
+/* The sink's own checks of cfg (a plugin is loaded and its version
+ * checked; create() connects to nothing). 0, or -1 with the reason on
+ * stderr. */
+static int
+check_sink(const char *who, const struct config *cfg)
+{
+    const struct sink_type *st = sink_type_find(cfg->sink);
+    char err[CONFIG_ERR_MAX];
+    struct sink *sink;
+
+    if (st == NULL)
+        return 0;
+    if ((sink = st->create(cfg, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "sluiced: configuration refused: %ssink %s: %s\n", who,
+                cfg->sink, err);
+        return -1;
+    }
+    st->destroy(sink);
+    return 0;
+}
+
+/* The lines of config_print(cfg) into a new string (the caller frees
+ * it); NULL when out of memory. */
+static char *
+printed(const struct config *cfg)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    if (f == NULL)
+        return NULL;
+    config_print(cfg, f);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/*
+ * --check-config: every pipeline's sink checked, then the settings
+ * printed (passwords hidden): a file of one pipeline as the settings it
+ * gives; one of several as the shared settings, then each pipeline's
+ * section with what differs from them (a shard, commented, with the hash
+ * slot of its stream). Returns the exit code.
+ */
+static int
+check_configuration(const struct pipeline_set *set)
+{
+    char who[PIPELINE_NAME_MAX + 16];
+    char *base;
+
+    for (int i = 0; i < set->n; i++) {
+        snprintf(who, sizeof(who), "[pipeline %s]: ", set->p[i].name);
+        if (check_sink(set->labelled ? who : "", &set->p[i].cfg) < 0)
+            return EXIT_CONFIG;
+    }
+    if (!set->labelled) {
+        config_print(&set->p[0].cfg, stdout);
+        return EXIT_OK;
+    }
+    if ((base = printed(&set->base)) == NULL)
+        return EXIT_SOFTWARE;
+    fputs(base, stdout);
+    for (int i = 0; i < set->n; i++) {
+        const struct pipeline_config *pc = &set->p[i];
+        char *mine = printed(&pc->cfg), *line, *save = NULL;
+        const char *mark = pc->shard >= 0 ? "# " : "";
+
+        if (mine == NULL) {
+            free(base);
+            return EXIT_SOFTWARE;
+        }
+        printf("\n%s[pipeline %s]\n", mark, pc->name);
+        if (pc->shard >= 0)
+            printf("# shard %d: stream %s, Redis Cluster hash slot %u\n",
+                   pc->shard, pc->cfg.stream_key,
+                   pipeline_hash_slot(pc->cfg.stream_key));
+        for (line = strtok_r(mine, "\n", &save); line != NULL;
+             line = strtok_r(NULL, "\n", &save)) {
+            char *hit = strstr(base, line);
+            size_t n = strlen(line);
+            /* the same whole line among the shared ones: not printed */
+            while (hit != NULL && !((hit == base || hit[-1] == '\n') &&
+                                    (hit[n] == '\n' || hit[n] == '\0')))
+                hit = strstr(hit + 1, line);
+            if (hit == NULL)
+                printf("%s%s\n", mark, line);
+        }
+        free(mine);
+    }
+    free(base);
+    return EXIT_OK;
+}
+
 int
 main(int argc, char **argv, char **envp)
 {
@@ -116,12 +219,13 @@ main(int argc, char **argv, char **envp)
         {"recount", no_argument, NULL, 'R'},
         {"check", optional_argument, NULL, 'K'},
         {"check-config", no_argument, NULL, 'C'},
+        {"pipeline", required_argument, NULL, 'P'},
         {"list-settings", no_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *worker_name = NULL;
+    const char *config_path = NULL, *worker_name = NULL, *pipeline_name = NULL;
     char *set_options[MAX_SET_OPTIONS];
     int nset = 0, daemonize = 0, init_schema = 0, check_config = 0, ch;
     int ready_fd = -1;
@@ -129,6 +233,7 @@ main(int argc, char **argv, char **envp)
     long long check_scan = 100000;
     char err[CONFIG_ERR_MAX];
     static struct config cfg;
+    static struct pipeline_set set;
 
     /* Process titles (sluiced: supervisor ..., sluiced: worker NAME)
      * need the argument and environment area; this must come first. */
@@ -167,6 +272,9 @@ main(int argc, char **argv, char **envp)
             break;
         case 'W':
             worker_name = optarg;
+            break;
+        case 'P':
+            pipeline_name = optarg;
             break;
         case 'F':
             firehose = 1;
@@ -224,14 +332,45 @@ main(int argc, char **argv, char **envp)
     }
 
     /* the reader alone never opens PostgreSQL: no database_url needed */
-    if ((firehose ? config_load_reader : config_load)(
-            &cfg, config_path, set_options, nset, err, sizeof(err)) < 0) {
-        fprintf(stderr, "sluiced: configuration refused: %s\n", err);
-        return EXIT_CONFIG;
-    }
-    if (check_config) {
-        config_print(&cfg, stdout);
-        return EXIT_OK;
+    if (firehose) {
+        if (config_load_reader(&cfg, config_path, set_options, nset, err,
+                               sizeof(err)) < 0) {
+            fprintf(stderr, "sluiced: configuration refused: %s\n", err);
+            return EXIT_CONFIG;
+        }
+    } else {
+        const struct pipeline_config *pc;
+
+        if (pipeline_set_load(&set, config_path, set_options, nset, err,
+                              sizeof(err)) < 0) {
+            fprintf(stderr, "sluiced: configuration refused: %s\n", err);
+            return EXIT_CONFIG;
+        }
+        if (check_config)
+            return check_configuration(&set);
+        /* one pipeline's settings for the one-shot modes and --worker */
+        if (pipeline_name == NULL && set.n > 1 && !daemonize &&
+            (worker_name != NULL || recount || check)) {
+            fprintf(stderr,
+                    "sluiced: the configuration has %d pipelines: name one "
+                    "with --pipeline\n",
+                    set.n);
+            return EXIT_USAGE;
+        }
+        pc = pipeline_name != NULL ? pipeline_set_find(&set, pipeline_name)
+                                   : &set.p[0];
+        if (pc == NULL) {
+            fprintf(stderr, "sluiced: --pipeline %s: no such pipeline\n",
+                    pipeline_name);
+            return EXIT_USAGE;
+        }
+        cfg = pc->cfg;
+        if (set.labelled) {
+            /* the log and the supervisor's own are the shared settings */
+            strlcpy(cfg.log_target, set.base.log_target,
+                    sizeof(cfg.log_target));
+            cfg.log_level = set.base.log_level;
+        }
     }
     if (log_init(cfg.log_target, cfg.log_level) < 0) {
         fprintf(stderr, "sluiced: log_target %s: cannot open\n",
@@ -241,7 +380,16 @@ main(int argc, char **argv, char **envp)
 
     if (init_schema) {
         log_set_identity("init-schema", NULL);
-        return worker_init_schema(&cfg);
+        if (pipeline_name != NULL || set.n == 1)
+            return worker_init_schema(&cfg);
+        /* every pipeline's schema, in file order */
+        for (int i = 0; i < set.n; i++) {
+            int rc;
+            log_info("pipeline %s: %s sink", set.p[i].name, set.p[i].cfg.sink);
+            if ((rc = worker_init_schema(&set.p[i].cfg)) != EXIT_OK)
+                return rc;
+        }
+        return EXIT_OK;
     }
     if (recount) {
         log_set_identity("recount", NULL);
@@ -280,5 +428,10 @@ main(int argc, char **argv, char **envp)
         .ready_fd = ready_fd,
     };
     log_set_identity("supervisor", NULL);
-    return supervisor_run(&so, &cfg);
+    if (pipeline_name != NULL) {
+        fprintf(stderr, "sluiced: --pipeline goes with --worker, "
+                        "--init-schema, --recount or --check\n");
+        return EXIT_USAGE;
+    }
+    return supervisor_run(&so, &set);
 }

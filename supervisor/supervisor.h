@@ -7,6 +7,7 @@
 #define SLUICE_SUPERVISOR_H
 
 #include "shared/config.h"
+#include "shared/pipeline.h"
 
 struct supervisor_options {
     const char *config_path;  /* re-read on SIGHUP; may be NULL */
@@ -17,8 +18,9 @@ struct supervisor_options {
 };
 
 /*
- * Run the supervisor with an already loaded and validated cfg (it keeps a
- * pointer and replaces *cfg on a reload). Returns the process exit code
+ * Run the supervisor with the already loaded and checked pipelines of set
+ * (it copies what it needs: the caller may free set after the children
+ * are forked, or never). Returns the process exit code
  * (exitcode.h):
  *   EXIT_OK        stopped by TERM/INT/QUIT
  *   EXIT_TEMPFAIL  another sluiced holds the pidfile or the stats segment
@@ -28,6 +30,7 @@ struct supervisor_options {
  *                  EXIT_CONFIG so none can run
  *   EXIT_SOFTWARE  the segment or the daemon can't be set up
  */
-int supervisor_run(const struct supervisor_options *opt, struct config *cfg);
+int supervisor_run(const struct supervisor_options *opt,
+                   struct pipeline_set *set);
 
 #endif
