@@ -23,17 +23,19 @@
 #define SHARD_MARK "{shard}"
 
 /*
- * Replace every "{shard}" in s (of size len) by the number. 0, or -1
- * when the result does not fit.
+ * Replace every "{shard}" in s (of size len) by the number: in braces
+ * when tag is 1 (a key: "{0}" stays its Redis Cluster hash tag), bare
+ * when 0 (a URL: redis-{shard} -> redis-0). 0, or -1 when the result does
+ * not fit.
  */
 static int
-shard_subst(char *s, size_t len, int shard)
+shard_subst(char *s, size_t len, int shard, int tag)
 {
     char out[CONFIG_STR_MAX * 2], num[16];
     size_t at = 0, nlen;
     const char *p = s, *hit;
 
-    snprintf(num, sizeof(num), "%d", shard);
+    snprintf(num, sizeof(num), tag ? "{%d}" : "%d", shard);
     nlen = strlen(num);
     while ((hit = strstr(p, SHARD_MARK)) != NULL) {
         size_t head = (size_t)(hit - p);
@@ -110,10 +112,10 @@ add_pipeline(struct pipeline_set *set, const char *name,
     for (int i = 0; i < cfg->shards; i++) {
         shard = *cfg;
         shard.shards = 1;
-        if (shard_subst(shard.stream_key, sizeof(shard.stream_key), i) < 0 ||
-            shard_subst(shard.redis_url, sizeof(shard.redis_url), i) < 0 ||
+        if (shard_subst(shard.stream_key, sizeof(shard.stream_key), i, 1) < 0 ||
+            shard_subst(shard.redis_url, sizeof(shard.redis_url), i, 0) < 0 ||
             shard_subst(shard.dead_letter_stream,
-                        sizeof(shard.dead_letter_stream), i) < 0) {
+                        sizeof(shard.dead_letter_stream), i, 1) < 0) {
             snprintf(err, errlen, "%s: shard %d: a key is too long", where, i);
             return -1;
         }

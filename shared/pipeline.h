@@ -11,8 +11,9 @@
  * from, and hold the supervisor's own (pidfile, http_listen, log_target,
  * relay_url, ...: config_key_is_global()). A pipeline with shards = N
  * becomes N pipelines, NAME.0 ... NAME.N-1, each on the keys its
- * stream_key (which must hold "{shard}"), redis_url and
- * dead_letter_stream give with "{shard}" replaced by its number.
+ * stream_key (which must hold "{shard}") and dead_letter_stream give with
+ * "{shard}" replaced by "{N}" (the braces stay: N is the key's Redis
+ * Cluster hash tag), and on the redis_url with "{shard}" replaced by N.
  */
 #ifndef SLUICE_PIPELINE_H
 #define SLUICE_PIPELINE_H

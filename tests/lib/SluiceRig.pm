@@ -308,6 +308,22 @@ sub write_config {
     return $path;
 }
 
+# Write a config file of several pipelines: the rig's servers and the
+# settings of %$shared before the first section, then one
+# "[pipeline NAME]" section per pair of @sections (NAME => {settings}), in
+# that order. Returns its path.
+sub write_pipelines {
+    my ($self, $shared, @sections) = @_;
+    my $path = $self->write_config(%$shared);
+    open my $fh, '>>', $path or croak "$path: $!";
+    while (my ($name, $kv) = splice @sections, 0, 2) {
+        print $fh "\n[pipeline $name]\n";
+        print $fh "$_ = $kv->{$_}\n" for sort keys %$kv;
+    }
+    close $fh;
+    return $path;
+}
+
 # Start a program in the background with stdout+stderr to LOGDIR/NAME.log.
 # Returns its pid. The environment is the test's, without the old workers'
 # variables, so that the config file is what counts.
