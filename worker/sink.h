@@ -123,8 +123,8 @@ struct sink {
     long maintain_ms; /* set by create() when the type has maintain() */
 };
 
-/* Look a sink type up by name ("atproto", "function", "raw"); NULL if
- * unknown. */
+/* Look a sink type up by name ("atproto", "function", "plugin", "raw",
+ * "table"); NULL if unknown. */
 const struct sink_type *sink_type_find(const char *name);
 
 /*
