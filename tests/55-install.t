@@ -3,7 +3,8 @@
 # configuration, the SQL, the man pages, the init script (with its defaults
 # file), the runit service directory, the systemd unit and the logrotate
 # snippet, with the right modes and with the installed paths written into
-# the scripts.
+# the scripts, and the sink plugin interface <sluice/sink.h> in
+# PREFIX/include/sluice.
 use strict;
 use warnings;
 use lib 'tests/lib';
@@ -40,6 +41,7 @@ my %want = (
     'usr/share/man/man8/sluiced.8'   => 0644,
     'usr/share/man/man8/sluicectl.8' => 0644,
     'usr/share/man/man5/sluice.conf.5' => 0644,
+    'usr/include/sluice/sink.h'   => 0644,
 );
 for my $f (sort keys %want) {
     my @st = stat "$dest/$f";
@@ -65,6 +67,9 @@ like(slurp("$dest/usr/lib/systemd/system/sluiced.service"),
 unlike(join('', map { slurp("$dest/$_") } grep { !/^usr\/(s?bin)/ } keys %want),
   qr{/usr/local}, 'no /usr/local left in the installed text files');
 is($rig->run('sh', '-n', "$dest/etc/init.d/sluiced")->[0], 0, 'init script: valid sh');
+like(slurp("$dest/usr/include/sluice/sink.h"),
+  qr/^#define SLUICE_SINK_ABI_VERSION 1\n.*^extern const struct sluice_sink_v1 sluice_sink_v1;$/ms,
+  'the plugin interface <sluice/sink.h>: version 1 and the symbol a plugin exports');
 is($rig->run("$dest/usr/sbin/sluiced", '--help')->[0], 0, 'installed sluiced runs');
 like(slurp("$dest/usr/share/man/man5/sluice.conf.5"), qr/^\.TH SLUICE\.CONF 5 .*^\.B batch_size$/ms,
   'sluice.conf(5): the page made from the settings table');

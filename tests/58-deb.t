@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # The Debian package. `make deb` builds it from contrib/debian/ with
 # dpkg-buildpackage; its contents (binaries, the conffile, the unit, the
-# init script, logrotate, the man pages, the SQL) are checked with dpkg-deb
+# init script, logrotate, the man pages, the SQL, the sink plugin header)
+# are checked with dpkg-deb
 # and lintian reports no error. Then, as root, it is installed with dpkg -i
 # on this machine (the maintainer scripts are what is tested: a scratch
 # root of dpkg --root would need a whole system inside it to run them, and
@@ -62,6 +63,7 @@ my %want = (
     '/usr/share/sluice/sql/atproto.sql'    => '-rw-r--r--',
     '/usr/share/sluice/sql/raw.sql'        => '-rw-r--r--',
     '/usr/share/doc/sluice/copyright'      => '-rw-r--r--',
+    '/usr/include/sluice/sink.h'           => '-rw-r--r--',
 );
 for my $p (sort keys %want) {
     is($in{$p}, $want{$p}, "$p in the package, $want{$p}");

@@ -10,14 +10,13 @@
 
 extern const struct sink_type sink_atproto_type;
 extern const struct sink_type sink_function_type;
+extern const struct sink_type sink_plugin_type;
 extern const struct sink_type sink_raw_type;
 extern const struct sink_type sink_table_type;
 
 static const struct sink_type *const sink_types[] = {
-    &sink_atproto_type,
-    &sink_function_type,
-    &sink_raw_type,
-    &sink_table_type,
+    &sink_atproto_type, &sink_function_type, &sink_plugin_type,
+    &sink_raw_type,     &sink_table_type,
 };
 
 const struct sink_type *
