@@ -444,6 +444,36 @@ stream_fetch_deliveries(struct stream *s, struct batch *b, size_t from)
     return st;
 }
 
+enum stream_status
+stream_pending_next(struct stream *s, const char *after, unsigned *deliveries)
+{
+    char start[STREAM_ID_MAX + 2];
+    const char *argv[7] = {"XPENDING", s->key, s->group,   start,
+                           "+",        "1",    s->consumer};
+    size_t argvlen[7];
+    redisReply *r;
+    enum stream_status st;
+
+    *deliveries = 0;
+    if (strcmp(after, "0") == 0)
+        snprintf(start, sizeof(start), "-");
+    else
+        snprintf(start, sizeof(start), "(%s", after);
+    for (int k = 0; k < 7; k++)
+        argvlen[k] = strlen(argv[k]);
+    r = redis_conn_command(s->rc, 7, argv, argvlen);
+    st = stream_status_of(s, r, "XPENDING");
+    /* [[id, consumer, idle, deliveries]] */
+    if (st == STREAM_OK && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY &&
+        r->element[0]->elements == 4 &&
+        r->element[0]->element[3]->type == REDIS_REPLY_INTEGER)
+        *deliveries = (unsigned)r->element[0]->element[3]->integer;
+    if (r != NULL)
+        freeReplyObject(r);
+    return st;
+}
+
 /* The UTC time now as "2026-11-22T09:00:00.123Z". */
 static void
 format_now(char *buf, size_t len)

@@ -96,6 +96,14 @@ enum stream_status stream_autoclaim(struct stream *s, struct batch *b,
                                     size_t *nclaimed, size_t *ngone,
                                     int *pass_done);
 
+/*
+ * How often this consumer's first pending entry after the ID after ("0":
+ * from the start) has been delivered (XPENDING, which counts nothing);
+ * *deliveries = 0 when it has none.
+ */
+enum stream_status stream_pending_next(struct stream *s, const char *after,
+                                       unsigned *deliveries);
+
 /* Fill entries[from..b->n).deliveries from XPENDING (one pipelined
  * XPENDING per entry: used only for claimed and re-read pending
  * entries). */

@@ -7,7 +7,10 @@
  *
  *   1. Make sure Redis is connected (else back off) and the group exists.
  *   2. Fill a batch: after a (re)connect, this consumer's own pending
- *      entries first (read from ID 0 onwards until none are left); then
+ *      entries first (read from ID 0 onwards until none are left; one
+ *      at a time once they were read again before, since a worker that
+ *      died holding them may have died of one of them, and each read
+ *      counts a delivery of every entry it returns); then
  *      every claim_interval_ms an XAUTOCLAIM of entries idle longer than
  *      claim_idle_ms under any consumer (walking its cursor); otherwise
  *      new entries (`>`), COUNT
@@ -106,6 +109,7 @@ struct worker {
     char pending_after[STREAM_ID_MAX];
     int64_t next_claim_ms; /* monotonic */
     int claim_more;        /* XAUTOCLAIM cursor mid-way: go on at once */
+    int pending_single;    /* re-reading pending entries one at a time */
 
     const char **ack_ids; /* XACK arguments, kept across batches */
     size_t ack_ids_cap;
@@ -877,8 +881,26 @@ worker_fill(struct worker *w)
     }
 
     if (w->phase == PHASE_PENDING) {
-        st = stream_read(&w->st, b, w->pending_after, cfg->batch_size, -1,
-                         &nread, &ngone);
+        /* An entry read again before (delivered twice or more) and still
+         * pending: a reader died holding it, maybe because of it. Such
+         * entries are read one at a time, since each read counts as a
+         * delivery of every entry it returns: an entry that kills its
+         * worker reaches max_deliveries alone, and the others of its
+         * batch are committed and acked on their own. */
+        unsigned next = 0;
+        int count = cfg->batch_size;
+        st = stream_pending_next(&w->st, w->pending_after, &next);
+        if (st != STREAM_OK)
+            return st;
+        if (next >= 2) {
+            count = 1;
+            if (!w->pending_single)
+                log_notice("this consumer's pending entries were read "
+                           "again before: re-reading them one at a time");
+            w->pending_single = 1;
+        }
+        st =
+            stream_read(&w->st, b, w->pending_after, count, -1, &nread, &ngone);
         if (st != STREAM_OK)
             return st;
         if (nread > 0 || ngone > 0) {
@@ -894,9 +916,14 @@ worker_fill(struct worker *w)
                     last = g;
             }
             strlcpy(w->pending_after, last, sizeof(w->pending_after));
-            log_info("re-reading %zu of this consumer's pending entries "
-                     "(%zu no longer in the stream)",
-                     nread, ngone);
+            if (count == 1)
+                log_debug("re-reading %zu of this consumer's pending "
+                          "entries (%zu no longer in the stream)",
+                          nread, ngone);
+            else
+                log_info("re-reading %zu of this consumer's pending entries "
+                         "(%zu no longer in the stream)",
+                         nread, ngone);
             return stream_fetch_deliveries(&w->st, b, 0);
         }
         w->phase = PHASE_NEW;
