@@ -30,6 +30,7 @@
 
 #include <libpq-fe.h>
 
+#include "shared/buf.h"
 #include "shared/config.h"
 
 #define SINK_REASON_MAX 256
@@ -145,6 +146,25 @@ int sink_quote_name(const char *name, char *out, size_t outlen);
  * reason ("field F: invalid UTF-8 at byte N of its value"). */
 int sink_field_check(const char *what, const char *name, size_t namelen,
                      const char *s, size_t len, char *reason, size_t reasonlen);
+
+/* Append s[0..len) to b as one value of COPY's text format (backslash,
+ * tab, newline and CR escaped). 0, or -1 when out of memory. */
+int sink_copy_text(struct buf *b, const char *s, size_t len);
+
+/*
+ * One COPY ... FROM STDIN (copy_sql) of n rows: row i is the text-format
+ * line at base + spans[k].off, spans[k].len long, where k is entries[i]'s
+ * sink_state - 1 (the index prepare() stored) and spans are read at a
+ * stride of span_size bytes (a sink's item struct begins with the two
+ * size_t). SINK_OK, or the failure as sink_result_of_pg() classes it,
+ * with err naming what (the staging table) when the rows could not be
+ * sent.
+ */
+enum sink_result sink_copy_in(PGconn *conn, const char *copy_sql,
+                              const char *what, const char *base,
+                              const void *spans, size_t span_size,
+                              struct stream_entry *const *entries, size_t n,
+                              char *err, size_t errlen);
 
 /* Find a field by name; NULL when absent. */
 const struct stream_field *stream_entry_field(const struct stream_entry *e,

@@ -54,7 +54,7 @@ extern const char sql_atproto[];
 /* One prepared entry: its staged rows at an offset of the arena, and its
  * actor's DID in dids. */
 struct atp_item {
-    size_t off, len;
+    size_t off, len; /* the COPY line (first: sink_copy_in() reads them) */
     size_t did_off, did_len;
 };
 
@@ -99,49 +99,12 @@ col_sep(struct buf *b, int first)
     return 0;
 }
 
-/* 1 for the bytes COPY's text format needs escaped. */
-static const unsigned char copy_special[256] = {
-    ['\\'] = 1,
-    ['\t'] = 1,
-    ['\n'] = 1,
-    ['\r'] = 1,
-};
-
 static int
 col_text(struct buf *b, int first, const char *s, size_t len)
 {
-    char *w;
-    size_t i = 0;
-
-    if (col_sep(b, first) < 0 || buf_reserve(b, 2 * len + 2) < 0)
+    if (col_sep(b, first) < 0)
         return -1;
-    w = b->p + b->len;
-    while (i < len) {
-        size_t run = i;
-        while (run < len && !copy_special[(unsigned char)s[run]])
-            run++;
-        memcpy(w, s + i, run - i);
-        w += run - i;
-        if (run == len)
-            break;
-        *w++ = '\\';
-        switch (s[run]) {
-        case '\t':
-            *w++ = 't';
-            break;
-        case '\n':
-            *w++ = 'n';
-            break;
-        case '\r':
-            *w++ = 'r';
-            break;
-        default:
-            *w++ = '\\';
-        }
-        i = run + 1;
-    }
-    b->len = (size_t)(w - b->p);
-    return 0;
+    return sink_copy_text(b, s, len);
 }
 
 /* A C string, or NULL as \N. */
@@ -721,34 +684,12 @@ atp_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     struct atp_sink *s = (struct atp_sink *)sink;
     PGresult *res;
     enum sink_result r;
-    int sent = 1;
 
     if (n == 0)
         return SINK_OK;
-    res = pg_exec(conn, "COPY sluice_stage (" STAGE_COLUMNS ") FROM STDIN");
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        r = sink_result_of_pg(conn, res, err, errlen);
-        PQclear(res);
-        return r == SINK_OK ? SINK_RETRY : r;
-    }
-    PQclear(res);
-    for (size_t i = 0; i < n && sent; i++) {
-        const struct atp_item *it =
-            &s->items[(uintptr_t)entries[i]->sink_state - 1];
-        sent = PQputCopyData(conn, s->arena.p + it->off, (int)it->len) == 1;
-    }
-    if (PQputCopyEnd(conn, sent ? NULL : "sluice: sending failed") != 1)
-        sent = 0;
-    r = SINK_OK;
-    while ((res = pg_next_result(conn)) != NULL) {
-        if (r == SINK_OK)
-            r = sink_result_of_pg(conn, res, err, errlen);
-        PQclear(res);
-    }
-    if (!sent && r == SINK_OK) {
-        snprintf(err, errlen, "COPY to sluice_stage: %s", PQerrorMessage(conn));
-        r = SINK_RETRY;
-    }
+    r = sink_copy_in(conn, "COPY sluice_stage (" STAGE_COLUMNS ") FROM STDIN",
+                     "sluice_stage", s->arena.p, s->items, sizeof(s->items[0]),
+                     entries, n, err, errlen);
     if (r != SINK_OK)
         return r;
     if (plans_refresh_due(s)) {

@@ -141,7 +141,8 @@ struct tbl_col {
 };
 
 struct tbl_item {
-    size_t off, len; /* the entry's COPY line, in the arena */
+    size_t off, len; /* the entry's COPY line, in the arena (first:
+                        sink_copy_in() reads them) */
 };
 
 struct tbl_sink {
@@ -757,42 +758,6 @@ oom:
 
 /* ---- prepare ----------------------------------------------------------- */
 
-/* Append s as one COPY text value: \ tab newline and CR escaped. */
-static int
-append_copy_text(struct buf *b, const char *s, size_t len)
-{
-    char *w;
-
-    if (buf_reserve(b, 2 * len + 1) < 0)
-        return -1;
-    w = b->p + b->len;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        switch (c) {
-        case '\\':
-            *w++ = '\\';
-            *w++ = '\\';
-            break;
-        case '\t':
-            *w++ = '\\';
-            *w++ = 't';
-            break;
-        case '\n':
-            *w++ = '\\';
-            *w++ = 'n';
-            break;
-        case '\r':
-            *w++ = '\\';
-            *w++ = 'r';
-            break;
-        default:
-            *w++ = c;
-        }
-    }
-    b->len = (size_t)(w - b->p);
-    return 0;
-}
-
 /* Follow column c's path from root; NULL when it leads nowhere. */
 static const cJSON *
 json_walk(const cJSON *node, const struct tbl_col *c)
@@ -824,27 +789,27 @@ append_json_value(struct buf *b, const cJSON *node)
         size_t len = strlen(node->valuestring);
         if (!utf8_valid(node->valuestring, len, NULL))
             return -2;
-        return append_copy_text(b, node->valuestring, len);
+        return sink_copy_text(b, node->valuestring, len);
     }
     if (cJSON_IsBool(node))
-        return append_copy_text(b, cJSON_IsTrue(node) ? "true" : "false",
-                                cJSON_IsTrue(node) ? 4 : 5);
+        return sink_copy_text(b, cJSON_IsTrue(node) ? "true" : "false",
+                              cJSON_IsTrue(node) ? 4 : 5);
     if (cJSON_IsNumber(node)) {
         double d = node->valuedouble;
         if (!isfinite(d))
-            return append_copy_text(b, "null", 4);
+            return sink_copy_text(b, "null", 4);
         /* the shortest of 15 or 17 digits that reads back the same */
         snprintf(num, sizeof(num), "%1.15g", d);
         if (strtod(num, NULL) != d)
             snprintf(num, sizeof(num), "%1.17g", d);
-        return append_copy_text(b, num, strlen(num));
+        return sink_copy_text(b, num, strlen(num));
     }
     {
         char *text = cJSON_PrintUnformatted(node);
         int r;
         if (text == NULL)
             return -1;
-        r = append_copy_text(b, text, strlen(text));
+        r = sink_copy_text(b, text, strlen(text));
         cJSON_free(text);
         return r;
     }
@@ -905,7 +870,7 @@ tbl_prepare(struct sink *sink, struct stream_entry *e, char *reason,
             if (sink_field_check("value", f->name, f->name_len, f->value,
                                  f->value_len, reason, reasonlen) < 0)
                 goto out;
-            r = append_copy_text(a, f->value, f->value_len);
+            r = sink_copy_text(a, f->value, f->value_len);
             break;
         default: /* SRC_JSON */
             r = append_json_value(a, json_walk(trees[c->json], c));
@@ -1049,35 +1014,12 @@ tbl_apply(struct sink *sink, PGconn *conn, struct stream_entry *const *entries,
     struct tbl_sink *ts = (struct tbl_sink *)sink;
     PGresult *res;
     enum sink_result r;
-    int sent = 1;
 
     if (n == 0)
         return SINK_OK;
-    res = pg_exec(conn, "COPY " TBL_STAGE " FROM STDIN");
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
-        r = sink_result_of_pg(conn, res, err, errlen);
-        PQclear(res);
-        return r == SINK_OK ? SINK_RETRY : r;
-    }
-    PQclear(res);
-    for (size_t i = 0; i < n && sent; i++) {
-        const struct tbl_item *it =
-            &ts->items[(uintptr_t)entries[i]->sink_state - 1];
-        sent = PQputCopyData(conn, ts->arena.p + it->off, (int)it->len) == 1;
-    }
-    if (PQputCopyEnd(conn, sent ? NULL : "sluice: sending failed") != 1)
-        sent = 0;
-    r = SINK_OK;
-    while ((res = pg_next_result(conn)) != NULL) {
-        if (r == SINK_OK)
-            r = sink_result_of_pg(conn, res, err, errlen);
-        PQclear(res);
-    }
-    if (!sent && r == SINK_OK) {
-        snprintf(err, errlen, "COPY to %s: %s", TBL_STAGE,
-                 PQerrorMessage(conn));
-        r = SINK_RETRY;
-    }
+    r = sink_copy_in(conn, "COPY " TBL_STAGE " FROM STDIN", TBL_STAGE,
+                     ts->arena.p, ts->items, sizeof(ts->items[0]), entries, n,
+                     err, errlen);
     if (r != SINK_OK)
         return r;
     if (n == 1 && pg_command(conn, "SAVEPOINT " TBL_SAVEPOINT, err, errlen) !=
