@@ -161,7 +161,7 @@ wait_drained() {
             [ "$_wd_done" = 1 ] || break
         done
         [ "$_wd_done" = 1 ] && break
-        sleep 0.2
+        sleep 0.05
     done
 }
 
