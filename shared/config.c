@@ -149,6 +149,8 @@ static const struct setting settings[] = {
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+_Static_assert(NSETTINGS <= CONFIG_KEYS_MAX,
+               "CONFIG_KEYS_MAX is smaller than the settings table");
 
 static const struct setting *
 setting_find(const char *key, size_t keylen)
@@ -295,6 +297,24 @@ pair_add(struct config *cfg, const struct pair_kind *k, const char *key,
     list[*count].line = line;
     (*count)++;
     return 0;
+}
+
+const char *
+config_key_where(const struct config *cfg, const char *key, char *buf,
+                 size_t buflen)
+{
+    const struct setting *s = setting_find(key, strlen(key));
+    unsigned at = s != NULL ? cfg->set_at[s - settings] : CONFIG_FROM_DEFAULT;
+
+    if (at == CONFIG_FROM_ENV)
+        snprintf(buf, buflen, "environment");
+    else if (at == CONFIG_FROM_OPTION)
+        snprintf(buf, buflen, "command line");
+    else if (at == CONFIG_FROM_DEFAULT || cfg->file[0] == '\0')
+        snprintf(buf, buflen, "default");
+    else
+        snprintf(buf, buflen, "%s:%u", cfg->file, at);
+    return buf;
 }
 
 const char *
@@ -621,6 +641,7 @@ config_read(struct config *cfg, const char *path, const char *section,
             rc = -1;
             break;
         }
+        cfg->set_at[idx] = lineno;
     }
     if (rc == 0 && ferror(f)) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -671,6 +692,7 @@ config_load_env(struct config *cfg, char *err, size_t errlen)
             if (setting_apply(cfg, s, value, "environment", names[k], err,
                               errlen) < 0)
                 return -1;
+            cfg->set_at[i] = CONFIG_FROM_ENV;
         }
     }
     return 0;
@@ -697,7 +719,10 @@ config_set_option(struct config *cfg, const char *keyvalue, char *err,
     if (s == NULL)
         return config_error(err, errlen, "command line", key,
                             "unknown setting");
-    return setting_apply(cfg, s, eq + 1, "command line", key, err, errlen);
+    if (setting_apply(cfg, s, eq + 1, "command line", key, err, errlen) < 0)
+        return -1;
+    cfg->set_at[s - settings] = CONFIG_FROM_OPTION;
+    return 0;
 }
 
 /* 1 if s is a plain or schema-qualified SQL identifier we can use
@@ -757,9 +782,26 @@ config_copy_firehose(struct config *dst, const struct config *src)
 int
 config_firehose_equal(const struct config *a, const struct config *b)
 {
-    struct config x = *a;
+    static struct config x; /* large: not on the stack */
 
+    x = *a;
     config_copy_firehose(&x, b);
+    return config_same(&x, a);
+}
+
+int
+config_same(const struct config *a, const struct config *b)
+{
+    static struct config x; /* large: not on the stack */
+
+    /* where the values came from is no change: b's copy with a's */
+    x = *b;
+    memcpy(x.file, a->file, sizeof(x.file));
+    memcpy(x.set_at, a->set_at, sizeof(x.set_at));
+    for (int i = 0; i < CONFIG_MAP_MAX; i++) {
+        x.columns[i].line = a->columns[i].line;
+        x.plugin_options[i].line = a->plugin_options[i].line;
+    }
     return memcmp(&x, a, sizeof(x)) == 0;
 }
 

@@ -26,6 +26,10 @@
 #define CONFIG_ERR_MAX           512
 #define CONFIG_PIPELINE_NAME_MAX 48
 #define CONFIG_MAP_MAX           64 /* column.NAME or plugin.NAME keys of a kind */
+#define CONFIG_KEYS_MAX          96 /* room for the settings table's rows */
+#define CONFIG_FROM_DEFAULT      0u
+#define CONFIG_FROM_ENV          0xfffffffeu
+#define CONFIG_FROM_OPTION       0xffffffffu
 
 /*
  * A key of the form PREFIX.NAME = value (column.order_id = data.$.id,
@@ -116,9 +120,12 @@ struct config {
     enum log_level log_level;        /* LOG_LEVEL */
     char log_target[CONFIG_STR_MAX]; /* stderr | syslog | /path/to/file */
 
-    /* The file the settings came from ("" none), for the file:line of the
-     * errors found later (a column the table lacks). */
+    /* The file the settings came from ("" none), and where each setting
+     * was set (by its index in the settings table: a line of the file,
+     * or CONFIG_FROM_*), for the file:line of the errors found later (a
+     * column the table lacks, a plugin that does not load). */
     char file[CONFIG_STR_MAX];
+    unsigned set_at[CONFIG_KEYS_MAX];
 };
 
 /* Fill cfg with the built-in defaults. Can't fail. */
@@ -215,6 +222,17 @@ int config_firehose_equal(const struct config *a, const struct config *b);
 const char *config_pair_where(const struct config *cfg,
                               const struct config_pair *p, char *buf,
                               size_t buflen);
+
+/* Where setting key got its value, for an error: "FILE:LINE",
+ * "environment", "command line" or "default". Writes into buf and returns
+ * it. Can't fail. */
+const char *config_key_where(const struct config *cfg, const char *key,
+                             char *buf, size_t buflen);
+
+/* 1 when a and b hold the same values, wherever they were set (a
+ * setting that only moved to another line is no change); 0 when not.
+ * Can't fail. */
+int config_same(const struct config *a, const struct config *b);
 
 /* Print every setting and its value (passwords redacted) as a config file,
  * for `sluiced --check-config`. */

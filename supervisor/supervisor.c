@@ -498,7 +498,7 @@ pipeline_reload(struct supervisor *sv, struct pipeline *p,
     /* the supervisor's own: nothing for the workers */
     cmp.ready_max_lag = p->cfg.ready_max_lag;
     cmp.ready_max_idle_ms = p->cfg.ready_max_idle_ms;
-    int others_changed = memcmp(&cmp, &p->cfg, sizeof(cmp)) != 0;
+    int others_changed = !config_same(&cmp, &p->cfg);
     int count_changed = next.parallel_consumers != p->cfg.parallel_consumers;
 
     p->cfg = next;
@@ -596,7 +596,7 @@ reload(struct supervisor *sv)
     cmp.parallel_consumers = sv->cfg->parallel_consumers;
     cmp.ready_max_lag = sv->cfg->ready_max_lag;
     cmp.ready_max_idle_ms = sv->cfg->ready_max_idle_ms;
-    int reader_changed = memcmp(&cmp, sv->cfg, sizeof(cmp)) != 0;
+    int reader_changed = !config_same(&cmp, sv->cfg);
     *sv->cfg = next.base;
     atomic_fetch_add(&sv->seg->hdr.generation, 1);
     children_reloaded(&sv->reader, 0, reader_changed);

@@ -76,8 +76,8 @@ for my $fn (qw(no_such_function other_sig)) {
     my $c = $rig->write_config(%base, function => $fn);
     $r = $rig->run($rig->bin('sluiced'), '-c', $c, '--worker', "w-$fn");
     is($r->[0], 78, "function $fn: the worker exits 78 (a configuration error)");
-    like($r->[1], qr/configuration: function: \Q$fn\E\(entries jsonb\) does not exist in this database/,
-        "function $fn: the log names the function and its signature");
+    like($r->[1], qr/configuration: \Q$c\E:\d+: function: \Q$fn\E\(entries jsonb\) does not exist in this database/,
+        "function $fn: the log names the file, line, function and its signature");
 }
 
 # refused before anything runs

@@ -126,17 +126,18 @@ my @refusals = (
 for my $case (@refusals) {
     my ($what, $so, $re) = @$case;
     my $c = $rig->write_config(%base, plugin => $so);
+    $re = qr/\Q$c\E:\d+: $re/;
     $r = $rig->run($rig->bin('sluiced'), '-c', $c, '--check-config');
     is($r->[0], 78, "$what: --check-config exits 78");
-    like($r->[1], $re, "$what: --check-config names plugin, the file and the cause") or diag($r->[1]);
+    like($r->[1], $re, "$what: --check-config names the file:line, plugin, the path and the cause") or diag($r->[1]);
     $r = $rig->run($rig->bin('sluiced'), '-c', $c, '--worker', 'w-refused');
     is($r->[0], 78, "$what: the worker exits 78");
-    like($r->[1], $re, "$what: the worker's log names plugin, the file and the cause") or diag($r->[1]);
+    like($r->[1], $re, "$what: the worker's log names the file:line, plugin, the path and the cause") or diag($r->[1]);
 }
 my $c = $rig->write_config(%base, 'plugin.required' => undef);
 $r = $rig->run($rig->bin('sluiced'), '-c', $c, '--check-config');
 is($r->[0], 78, 'the plugin refuses its settings (no plugin.required): --check-config exits 78');
-like($r->[1], qr/plugin = \Q$example\E \(required-fields\): plugin\.required: missing/,
+like($r->[1], qr/\Q$c\E:\d+: plugin = \Q$example\E \(required-fields\): plugin\.required: missing/,
     '... with the plugin\'s message, naming the file and the setting');
 $r = $rig->run($rig->bin('sluiced'), '-c', $c, '--worker', 'w-refused');
 is($r->[0], 78, '... and the worker exits 78');

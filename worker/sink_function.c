@@ -52,7 +52,8 @@ struct fn_item {
 
 struct fn_sink {
     struct sink base;
-    char name[CONFIG_STR_MAX]; /* as configured: [schema.]name */
+    char name[CONFIG_STR_MAX];       /* as configured: [schema.]name */
+    char where[CONFIG_STR_MAX + 16]; /* where it was set: FILE:LINE */
     char quoted[CONFIG_STR_MAX + 8];
     char call_sql[CONFIG_STR_MAX + 64];
     struct buf arena;
@@ -73,6 +74,7 @@ fn_create(const struct config *cfg, char *err, size_t errlen)
         return NULL;
     }
     strlcpy(fs->name, cfg->function, sizeof(fs->name));
+    config_key_where(cfg, "function", fs->where, sizeof(fs->where));
     if (sink_quote_name(cfg->function, fs->quoted, sizeof(fs->quoted)) < 0) {
         snprintf(err, errlen, "function: not a usable function name");
         free(fs);
@@ -113,9 +115,9 @@ fn_on_connect(struct sink *sink, PGconn *conn, char *err, size_t errlen)
         strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
         PQclear(res);
         snprintf(err, errlen,
-                 "function: %s(entries jsonb) does not exist in this "
+                 "%s: function: %s(entries jsonb) does not exist in this "
                  "database (create it, or name another; sink = function)",
-                 fs->name);
+                 fs->where, fs->name);
         return SINK_CONFIG;
     }
     PQclear(res);

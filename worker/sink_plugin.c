@@ -101,6 +101,18 @@ plugin_msg_fix(char *msg, size_t len, const char *what)
         snprintf(msg, len, "%s failed without a message", what);
 }
 
+/* Put where the plugin setting was set ("FILE:LINE: ") before the
+ * message in err. Can't fail. */
+static void
+prefix_where(const struct config *cfg, char *err, size_t errlen)
+{
+    char where[CONFIG_STR_MAX + 16], msg[CONFIG_ERR_MAX];
+
+    strlcpy(msg, err, sizeof(msg));
+    snprintf(err, errlen, "%s: %s",
+             config_key_where(cfg, "plugin", where, sizeof(where)), msg);
+}
+
 static struct sink *
 plugin_create(const struct config *cfg, char *err, size_t errlen)
 {
@@ -184,6 +196,7 @@ plugin_create(const struct config *cfg, char *err, size_t errlen)
     }
     return &ps->base;
 fail:
+    prefix_where(cfg, err, errlen);
     plugin_destroy(&ps->base);
     return NULL;
 }

@@ -336,6 +336,46 @@ test_print(void)
     unlink(path);
 }
 
+/* Where each setting and each column.NAME came from, and that a setting
+ * moved to another line is no change for a reload. */
+static void
+test_where(void)
+{
+    static struct config a, b;
+    char err[CONFIG_ERR_MAX], where[CONFIG_STR_MAX + 32], want[600];
+    const char *pa, *pb;
+
+    ok(load_text(&a, "batch_size = 7\nplugin = /x.so\ncolumn.id = $id\n", err,
+                 sizeof(err), &pa) == 0,
+       "a file with a pair loads (%s)", err);
+    snprintf(want, sizeof(want), "%s:2", pa);
+    is_str(config_key_where(&a, "plugin", where, sizeof(where)), want,
+           "plugin: its file and line");
+    is_str(config_key_where(&a, "function", where, sizeof(where)), "default",
+           "an unset key: default");
+    snprintf(want, sizeof(want), "%s:3", pa);
+    is_str(config_pair_where(&a, &a.columns[0], where, sizeof(where)), want,
+           "column.id: its file and line");
+    ok(config_set_option(&a, "plugin=/y.so", err, sizeof(err)) == 0,
+       "-s plugin=");
+    is_str(config_key_where(&a, "plugin", where, sizeof(where)), "command line",
+           "... then it comes from the command line");
+    setenv("SLUICE_FUNCTION", "fn", 1);
+    ok(config_load_env(&a, err, sizeof(err)) == 0, "SLUICE_FUNCTION");
+    unsetenv("SLUICE_FUNCTION");
+    is_str(config_key_where(&a, "function", where, sizeof(where)),
+           "environment", "... from the environment");
+
+    load_text(&a, "batch_size = 7\ncolumn.id = $id\n", err, sizeof(err), &pa);
+    load_text(&b,
+              "# a comment moves everything down\n\ncolumn.id = $id\n"
+              "batch_size = 7\n",
+              err, sizeof(err), &pb);
+    ok(config_same(&a, &b), "the same values on other lines: the same");
+    load_text(&b, "batch_size = 8\ncolumn.id = $id\n", err, sizeof(err), &pb);
+    ok(!config_same(&a, &b), "another value: not the same");
+}
+
 int
 main(void)
 {
@@ -350,6 +390,7 @@ main(void)
     test_redact();
     test_names();
     test_print();
+    test_where();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
