@@ -102,28 +102,14 @@ for W in $WORKERS; do
 
     psql_db "$db" -c "create extension if not exists pg_stat_statements" \
         -c "select pg_stat_statements_reset()" -c "checkpoint" >/dev/null
-    dlk0=$(deadlocks)
-    pg0=$(ticks $(tree "$pg_pid"))
-    rd0=$(ticks "$redis_pid")
-    t0=$(now)
-    "$BUILD/sluiced" -c "$conf" -s "database_url=$(db_url "$db")" \
-        -s "parallel_consumers=$W" >>"$tmp/sluiced.out" 2>&1 &
-    sluiced_pid=$!
+    drain_start "$conf" "$W"
     wait_drained "$STREAM" "$GROUP"
     # drained means the counters folded too (atproto: sluice_counter_delta
     # empty); that wait is part of the drain time
     while [ "$(psql_db "$db" -Atc "select coalesce((select 1 from sluice_counter_delta limit 1), 0)" 2>/dev/null || echo 0)" = 1 ]; do
         sleep 0.05
     done
-    t1=$(now)
-    sl=$(ticks $(tree "$sluiced_pid"))
-    pg1=$(ticks $(tree "$pg_pid"))
-    rd1=$(ticks "$redis_pid")
-    "$BUILD/sluicectl" -c "$conf" stats --json >"$tmp/stats-w$W.json" 2>/dev/null || true
-    lat=$(latency "$tmp/stats-w$W.json")
-    kill -TERM "$sluiced_pid"
-    wait "$sluiced_pid" || true
-    sluiced_pid=""
+    drain_stop "$conf" "$W"
     dead=$(rcli XLEN "$STREAM:dead")
     pg_profile "$db" "$W"
     dlk=$(($(deadlocks) - dlk0))

@@ -338,3 +338,35 @@ write_json() {
         print JSON::PP->new->canonical->pretty->encode(\%o);
     ' "$_wj_res" "$tmp/rows" "$@" >"$_wj_out"
 }
+
+# The timed part of one run. drain_start CONF W: note the deadlock count
+# and the CPU ticks of PostgreSQL and Redis, then start sluiced with W
+# workers on database $db (sets dlk0 pg0 rd0 t0 sluiced_pid). The caller
+# waits for the drain, then drain_stop CONF W: the end time, the CPU
+# ticks of every process, the latency percentiles (sluicectl stats
+# --json, kept as $tmp/stats-wW.json), and sluiced stopped (sets t1 sl
+# pg1 rd1 lat).
+drain_start() {
+    dlk0=$(deadlocks)
+    # shellcheck disable=SC2046 # the pids: word splitting wanted
+    pg0=$(ticks $(tree "$pg_pid"))
+    rd0=$(ticks "$redis_pid")
+    t0=$(now)
+    "$BUILD/sluiced" -c "$1" -s "database_url=$(db_url "$db")" \
+        -s "parallel_consumers=$2" >>"$tmp/sluiced.out" 2>&1 &
+    sluiced_pid=$!
+}
+
+drain_stop() {
+    t1=$(now)
+    # shellcheck disable=SC2046 # the pids: word splitting wanted
+    sl=$(ticks $(tree "$sluiced_pid"))
+    # shellcheck disable=SC2046
+    pg1=$(ticks $(tree "$pg_pid"))
+    rd1=$(ticks "$redis_pid")
+    "$BUILD/sluicectl" -c "$1" stats --json >"$tmp/stats-w$2.json" 2>/dev/null || true
+    lat=$(latency "$tmp/stats-w$2.json")
+    kill -TERM "$sluiced_pid"
+    wait "$sluiced_pid" || true
+    sluiced_pid=""
+}

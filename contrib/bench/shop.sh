@@ -154,27 +154,10 @@ for W in $WORKERS; do
 
     psql_db "$db" -c "create extension if not exists pg_stat_statements" \
         -c "checkpoint" -c "select pg_stat_statements_reset()" >/dev/null
-    dlk0=$(deadlocks)
-    # shellcheck disable=SC2046 # the pids: word splitting wanted
-    pg0=$(ticks $(tree "$pg_pid"))
-    rd0=$(ticks "$redis_pid")
-    t0=$(now)
-    "$BUILD/sluiced" -c "$conf" -s "database_url=$(db_url "$db")" \
-        -s "parallel_consumers=$W" >>"$tmp/sluiced.out" 2>&1 &
-    sluiced_pid=$!
+    drain_start "$conf" "$W"
     # shellcheck disable=SC2086 # the pairs: word splitting wanted
     wait_drained $pairs
-    t1=$(now)
-    # shellcheck disable=SC2046 # the pids: word splitting wanted
-    sl=$(ticks $(tree "$sluiced_pid"))
-    # shellcheck disable=SC2046
-    pg1=$(ticks $(tree "$pg_pid"))
-    rd1=$(ticks "$redis_pid")
-    "$BUILD/sluicectl" -c "$conf" stats --json >"$tmp/stats-w$W.json" 2>/dev/null || true
-    lat=$(latency "$tmp/stats-w$W.json")
-    kill -TERM "$sluiced_pid"
-    wait "$sluiced_pid" || true
-    sluiced_pid=""
+    drain_stop "$conf" "$W"
     dead=0
     while read -r _ s _; do dead=$((dead + $(rcli XLEN "$s:dead"))); done <"$tmp/pipelines"
     pg_profile "$db" "$W"
