@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # The table sink (sink = table) with the example of contrib/examples/shop,
-# whose file runs two pipelines under one sluiced. Orders (JSON in the
+# whose file runs three pipelines under one sluiced. Users (flat fields,
+# user_created then user_updated) keep their newest profile. Orders (JSON in the
 # field `data`) become typed rows (bigint, numeric(12,2), char(3), jsonb,
 # timestamptz, text) through JSON paths (one with an array index), a
 # plain field, $id and $time, written by two workers. The rows equal what
@@ -32,7 +33,7 @@ my $r = $rig->psql_file('contrib/examples/shop/shop.sql');
 is($r->[0], 0, 'the example SQL loads') or diag($r->[1]);
 
 # the example's settings: the lines before the first section, and each
-# section's (a pipeline each: orders, payments)
+# section's (a pipeline each: users, orders, payments)
 my (%shared, %sec, $cur);
 open my $fh, '<', 'contrib/examples/shop/sluice.conf' or die $!;
 while (<$fh>) {
@@ -42,7 +43,8 @@ while (<$fh>) {
 }
 close $fh;
 delete @shared{qw(redis_url database_url)};
-is(join(',', map { $sec{$_}{sink} // '' } qw(orders payments)), 'table,table', 'the example has two table-sink pipelines');
+is(join(',', map { $sec{$_}{sink} // '' } sort keys %sec), 'table,table,table',
+    'the example has three table-sink pipelines');
 # the orders pipeline as a file of its own, for the settings it can't take
 my %base = (%shared, %{ $sec{orders} }, stats_name => "/sluice-t27t-$$");
 my ($stream, $group) = ($sec{orders}{stream_key}, $sec{orders}{consumer_group});
@@ -117,8 +119,9 @@ sub want_orders { join "\n", map { $want{$_} } sort { $a <=> $b } keys %want }
 $rig->redis('XGROUP', 'CREATE', $stream, $group, '0', 'MKSTREAM');
 $rig->redis_batch(@cmds);
 $rig->redis('XGROUP', 'CREATE', 'shop:payments', 'shop-payments', '0', 'MKSTREAM');
+$rig->redis('XGROUP', 'CREATE', 'shop:users', 'shop-users', '0', 'MKSTREAM');
 $rig->psql('ALTER TABLE payments ALTER method TYPE varchar(12)');
-# the example file itself, both pipelines under one sluiced
+# the example file itself, its three pipelines under one sluiced
 my $sup = $rig->spawn('sluiced', $rig->bin('sluiced'), '-c', 'contrib/examples/shop/sluice.conf',
     '-s', 'redis_url=' . $rig->redis_url, '-s', 'database_url=' . $rig->database_url,
     '-s', "stats_name=/sluice-t27t-$$", '-s', 'batch_size=40');
@@ -157,6 +160,30 @@ is(orders(), want_orders(), 'update mode: the newest in stream order wins whatev
 $rig->redis('XGROUP', 'SETID', $stream, $group, '0');
 ok($rig->wait_drained($stream, $group, 60), 'the whole stream delivered again is drained');
 is(orders(), want_orders(), 'delivered twice, the rows are the same');
+
+# ---- users: update mode, plain fields --------------------------------------
+# u1..u30 created; u1..u10 updated later (a new e-mail); u5's update comes
+# again with an older place (orig_id): the newest profile stays
+my (%wantu, @ucmds);
+for my $i (1 .. 40) {
+    my $u = 'u' . (($i - 1) % 30 + 1);
+    my $type = $i > 30 ? 'user_updated' : 'user_created';
+    my $email = $i > 30 ? "$u\@new.example" : "$u\@example.org";
+    my $at = sprintf '2026-12-01T10:%02d:00Z', $i;
+    push @ucmds, ['XADD', 'shop:users', sid(3000 + $i), 'type', $type, 'user_id', $u, 'email', $email,
+        'name', "User $u", 'signed_up_at', $at];
+    $wantu{$u} = join '|', $u, $email, "User $u", sid(3000 + $i);
+}
+push @ucmds, ['XADD', 'shop:users', sid(3100), 'type', 'user_updated', 'user_id', 'u5', 'email', 'u5@stale.example',
+    'name', 'User u5', 'signed_up_at', '2026-12-01T10:05:00Z', 'orig_id', sid(3001)];
+sub users {
+    return $rig->psql(q{SELECT string_agg(concat_ws('|', user_id, email, name, stream_id), E'\n' ORDER BY user_id) FROM users});
+}
+$rig->redis_batch(@ucmds);
+ok($rig->wait_drained('shop:users', 'shop-users', 60), 'users drained');
+is(users(), join("\n", map { $wantu{$_} } sort keys %wantu),
+    'one row per user, its newest profile in stream order (an older update arriving last changes nothing)');
+is($rig->psql(q{SELECT count(*) FROM users WHERE signed_up_at IS NULL}), 0, 'signed_up_at typed from a plain field');
 
 # ---- payments: nothing mode, plain fields ----------------------------------
 my (%wantp, @pcmds);

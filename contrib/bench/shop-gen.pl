@@ -2,7 +2,8 @@
 # shop-gen.pl: a shop's events as Redis XADD commands in RESP, for
 # `redis-cli --pipe` (shop.sh loads its backlogs with it).
 #
-#   perl shop-gen.pl -n N [-s SEED] -f table [--orders KEY] [--payments KEY]
+#   perl shop-gen.pl -n N [-s SEED] -f table [--users KEY] [--orders KEY]
+#                    [--payments KEY]
 #   perl shop-gen.pl -n N [-s SEED] -f flat [--stream KEY]
 #
 # N events of one shop, the same ones for the same seed (perl's own
@@ -13,8 +14,11 @@
 # N / 20 users (at least 50), 1 to 4 items an order, amounts of 1.00 to
 # 300.00, and times one second apart from 2026-12-01T00:00:00Z.
 #
-# -f table: what contrib/examples/shop/sluice.conf reads: order events
-# (placed, shipped: the order's whole state) to --orders (default
+# -f table: what contrib/examples/shop/sluice.conf reads: a user's sign-up
+# (user_created, the first time an order would be placed for a user not
+# seen yet: it takes that event's place) to --users (default shop:users)
+# as flat fields user_id, email, name, signed_up_at (and `type`); order
+# events (placed, shipped: the order's whole state) to --orders (default
 # shop:orders) with the order as JSON in the field `data`, plus `type` and
 # `channel`; payments to --payments (default shop:payments) as flat
 # fields payment_id, order_id, user_id, amount, method (and `type`).
@@ -33,12 +37,13 @@ use Getopt::Long;
 use POSIX qw(strftime);
 
 my ($n, $seed, $format) = (0, 42, '');
-my ($orders_key, $payments_key, $stream_key) = ('shop:orders', 'shop:payments', 'shop:events');
+my ($users_key, $orders_key, $payments_key, $stream_key) =
+    ('shop:users', 'shop:orders', 'shop:payments', 'shop:events');
 GetOptions('n=i' => \$n, 's=i' => \$seed, 'f=s' => \$format,
-    'orders=s' => \$orders_key, 'payments=s' => \$payments_key,
+    'users=s' => \$users_key, 'orders=s' => \$orders_key, 'payments=s' => \$payments_key,
     'stream=s' => \$stream_key) && $n > 0 && $format =~ /^(table|flat)$/
-    or die "usage: shop-gen.pl -n N [-s SEED] -f table|flat [--orders KEY]"
-    . " [--payments KEY] [--stream KEY]\n";
+    or die "usage: shop-gen.pl -n N [-s SEED] -f table|flat [--users KEY]"
+    . " [--orders KEY] [--payments KEY] [--stream KEY]\n";
 
 srand($seed);
 my $users = $n / 20 < 50 ? 50 : int($n / 20);
@@ -47,7 +52,7 @@ my @channels = qw(web app store);
 my @methods = qw(card paypal sepa);
 my $t0 = 1796083200; # 2026-12-01T00:00:00Z
 
-my (%order, @unpaid, @paid, @payments);
+my (%order, @unpaid, @paid, @payments, %signed_up);
 my ($next_order, $next_payment) = (100000, 0);
 binmode STDOUT;
 my $out = '';
@@ -115,10 +120,17 @@ for my $i (1 .. $n) {
         $o->{status} = 'shipped';
         order_event('order_shipped', $o);
     } else {
+        my $user = 'u' . (1 + int(rand $users));
+        if ($format eq 'table' && !$signed_up{$user}++) {
+            xadd($users_key, type => 'user_created', user_id => $user,
+                email => "$user\@example.org", name => 'User ' . substr($user, 1),
+                signed_up_at => strftime('%Y-%m-%dT%H:%M:%SZ', gmtime($t0 + $i)));
+            next;
+        }
         my $id = ++$next_order;
         my $o = $order{$id} = {
             id => $id,
-            user => 'u' . (1 + int(rand $users)),
+            user => $user,
             amount => sprintf('%.2f', 1 + int(rand 29900) / 100),
             currency => $currencies[rand @currencies],
             channel => $channels[rand @channels],

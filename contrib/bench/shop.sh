@@ -8,11 +8,12 @@
 #
 # The sinks and what they run:
 #   table     contrib/examples/shop/: shop.sql, and sluice.conf as it is
-#             (its two pipelines, orders and payments, each on its stream
-#             with its group; W workers each, so 2 W in all), with the
-#             private servers' URLs, log and stats segment put before its
-#             first section; order events (the order as JSON in `data`)
-#             to shop:orders, payments (flat fields) to shop:payments
+#             (its three pipelines, users, orders and payments, each on
+#             its stream with its group; W workers each, so 3 W in all),
+#             with the private servers' URLs, log and stats segment put
+#             before its first section; sign-ups (flat fields) to
+#             shop:users, order events (the order as JSON in `data`) to
+#             shop:orders, payments (flat fields) to shop:payments
 #   function  contrib/examples/function/running-totals.sql (shop_apply):
 #             sink = function, function = shop_apply on shop:events
 #   plugin    build/examples/required-fields.so with its
@@ -99,13 +100,14 @@ if [ "$SINK" = table ]; then
         p != "" && /^[ \t]*stream_key[ \t]*=/ { s = val() }
         p != "" && /^[ \t]*consumer_group[ \t]*=/ { g = val() }
         END { if (p != "") print p, s, g }' "$EXCONF" >"$tmp/pipelines"
+    users=$(awk '$1 == "users" { print $2 }' "$tmp/pipelines")
     orders=$(awk '$1 == "orders" { print $2 }' "$tmp/pipelines")
     payments=$(awk '$1 == "payments" { print $2 }' "$tmp/pipelines")
-    if [ -z "$orders" ] || [ -z "$payments" ] ||
+    if [ -z "$users" ] || [ -z "$orders" ] || [ -z "$payments" ] ||
         [ "$(awk '$3 == "" { n++ } END { print n + 0 }' "$tmp/pipelines")" != 0 ]; then
-        die "$EXCONF: no orders and payments pipelines, each with stream_key and consumer_group"
+        die "$EXCONF: no users, orders and payments pipelines, each with stream_key and consumer_group"
     fi
-    gen_args="-f table --orders $orders --payments $payments"
+    gen_args="-f table --users $users --orders $orders --payments $payments"
     config_note="$EXCONF: $(wc -l <"$tmp/pipelines") pipelines ($(awk '{ printf "%s%s", s, $1; s = ", " }' "$tmp/pipelines")), W workers each"
 else
     cat >>"$conf" <<CONF

@@ -14,6 +14,11 @@
 -- ("a lot" for a numeric) sends its entry to the dead-letter stream with
 -- the entry, column and value named, and the rest of the batch commits.
 
+-- users: from the stream shop:users, flat fields
+--   XADD shop:users * type user_created user_id u7 email u7@example.org
+--        name Ada signed_up_at 2026-12-01T09:00:00Z
+-- A user_updated entry carries the whole profile again: the newest in
+-- stream order wins (table_on_conflict = update).
 CREATE TABLE IF NOT EXISTS users (
     user_id text PRIMARY KEY,
     email text NOT NULL,
