@@ -53,6 +53,20 @@ shard_subst(char *s, size_t len, int shard, int tag)
     return 0;
 }
 
+/* Make cfg shard i of itself: {shard} replaced in its keys and URL. 0, or
+ * -1 when a result does not fit. */
+static int
+shard_apply(struct config *cfg, int i)
+{
+    cfg->shards = 1;
+    if (shard_subst(cfg->stream_key, sizeof(cfg->stream_key), i, 1) < 0 ||
+        shard_subst(cfg->redis_url, sizeof(cfg->redis_url), i, 0) < 0 ||
+        shard_subst(cfg->dead_letter_stream, sizeof(cfg->dead_letter_stream), i,
+                    1) < 0)
+        return -1;
+    return 0;
+}
+
 /* Append one pipeline (a copy of cfg) to set. 0, or -1 with err. */
 static int
 set_add(struct pipeline_set *set, const char *name, int shard,
@@ -111,11 +125,7 @@ add_pipeline(struct pipeline_set *set, const char *name,
     }
     for (int i = 0; i < cfg->shards; i++) {
         shard = *cfg;
-        shard.shards = 1;
-        if (shard_subst(shard.stream_key, sizeof(shard.stream_key), i, 1) < 0 ||
-            shard_subst(shard.redis_url, sizeof(shard.redis_url), i, 0) < 0 ||
-            shard_subst(shard.dead_letter_stream,
-                        sizeof(shard.dead_letter_stream), i, 1) < 0) {
+        if (shard_apply(&shard, i) < 0) {
             snprintf(err, errlen, "%s: shard %d: a key is too long", where, i);
             return -1;
         }
@@ -197,6 +207,52 @@ pipeline_set_free(struct pipeline_set *set)
     set->n = 0;
 }
 
+int
+pipeline_config_load(struct config *cfg, const char *path, const char *name,
+                     char *err, size_t errlen)
+{
+    char section[CONFIG_PIPELINE_NAME_MAX + 1];
+    const char *dot = strrchr(name, '.');
+    int shard = -1;
+
+    if (config_load_unchecked(cfg, path, NULL, 0, err, errlen) < 0)
+        return -1;
+    strlcpy(section, name, sizeof(section));
+    if (dot != NULL && dot[1] != '\0' &&
+        strspn(dot + 1, "0123456789") == strlen(dot + 1)) {
+        shard = atoi(dot + 1);
+        section[dot - name < (long)sizeof(section) ? dot - name : 0] = '\0';
+    }
+    if (strcmp(section, PIPELINE_DEFAULT_NAME) != 0) {
+        static char names[PIPELINE_MAX][CONFIG_PIPELINE_NAME_MAX + 1];
+        int n = 0, found = 0;
+
+        if (config_sections(path, names, PIPELINE_MAX, &n, err, errlen) < 0)
+            return -1;
+        for (int i = 0; i < n; i++)
+            found |= strcmp(names[i], section) == 0;
+        if (!found) {
+            snprintf(err, errlen, "%s: no [pipeline %s] section", path,
+                     section);
+            return -1;
+        }
+        if (config_load_section(cfg, path, section, err, errlen) < 0)
+            return -1;
+    }
+    if (shard < 0)
+        return 0;
+    if (shard >= cfg->shards) {
+        snprintf(err, errlen, "pipeline %s: %s has %d shards", name, section,
+                 cfg->shards);
+        return -1;
+    }
+    if (shard_apply(cfg, shard) < 0) {
+        snprintf(err, errlen, "pipeline %s: a key is too long", name);
+        return -1;
+    }
+    return 0;
+}
+
 const struct pipeline_config *
 pipeline_set_find(const struct pipeline_set *set, const char *name)
 {
@@ -231,4 +287,18 @@ pipeline_hash_slot(const char *key)
         close > open + 1)
         return crc16(open + 1, (size_t)(close - open - 1)) % 16384;
     return crc16(key, strlen(key)) % 16384;
+}
+
+unsigned
+pipeline_shard_of(const char *key, size_t len, unsigned nshards)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a 64-bit offset basis */
+
+    if (nshards <= 1)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint64_t)(unsigned char)key[i];
+        h *= 0x100000001b3ULL; /* FNV 64-bit prime */
+    }
+    return (unsigned)(h % nshards);
 }

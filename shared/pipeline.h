@@ -57,6 +57,16 @@ int pipeline_set_load(struct pipeline_set *set, const char *path,
  * fail. */
 void pipeline_set_free(struct pipeline_set *set);
 
+/*
+ * The settings of the pipeline name ("main", a section's name, or
+ * NAME.SHARD) of the file at path, as pipeline_set_load() gives them but
+ * without checking them (for a tool that needs only the stream and Redis:
+ * sluice-deadletter). 0, or -1 with err (a name the file has no
+ * section for, a shard beyond its shards).
+ */
+int pipeline_config_load(struct config *cfg, const char *path, const char *name,
+                         char *err, size_t errlen);
+
 /* The pipeline named name, or NULL. */
 const struct pipeline_config *pipeline_set_find(const struct pipeline_set *set,
                                                 const char *name);
@@ -65,5 +75,17 @@ const struct pipeline_config *pipeline_set_find(const struct pipeline_set *set,
  * between the first '{' and the next '}' when not empty, else of the whole
  * key, modulo 16384). Can't fail. */
 unsigned pipeline_hash_slot(const char *key);
+
+/*
+ * The shard, 0 .. nshards - 1, of an entry whose ordering key (the DID for
+ * the firehose: a commit's repo, an identity's or account's did) is the
+ * len bytes at key: FNV-1a 64-bit of those bytes (offset basis
+ * 0xcbf29ce484222325, prime 0x100000001b3; per byte, XOR then multiply,
+ * modulo 2^64), modulo nshards. This is the contract for every producer
+ * writing sluice's sharded streams: the entries of one key go to stream_key
+ * with "{shard}" replaced by "{N}", N = this function, so that one key is
+ * always in one shard and read in order. nshards 0 or 1: 0. Can't fail.
+ */
+unsigned pipeline_shard_of(const char *key, size_t len, unsigned nshards);
 
 #endif

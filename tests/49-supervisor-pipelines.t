@@ -152,5 +152,19 @@ like($r->[1], qr/:\d+: \[pipeline a\]: a second section of that name/, 'a sectio
 $r = $rig->run($rig->bin('sluiced'), '-c', $conf, '--pipeline', 'nope', '--recount');
 is($r->[0], 64, '--pipeline with an unknown name is a usage error');
 
+# ---- sluice-deadletter -p: a pipeline's (and a shard's) streams ---------------
+$rig->redis('XADD', 'p:sh:{1}:dead', '*', 'id', '1-1', 'reason', 'shard one reason', 'deliveries', 1,
+    'consumer', 'test-1', 'time', '2026-12-06T00:00:00Z', 'f:x', 'y');
+$r = $rig->run($rig->bin('sluice-deadletter'), '-c', $conf, '-p', 'sh.1', 'list');
+is($r->[0], 0, 'sluice-deadletter -p sh.1 list') or diag($r->[1]);
+like($r->[1], qr/shard one reason/, '... reads the shard\'s dead-letter stream');
+$r = $rig->run($rig->bin('sluice-deadletter'), '-c', $conf, '-p', 'a', 'list');
+unlike($r->[1], qr/shard one reason/, '... and -p a another one');
+$r = $rig->run($rig->bin('sluice-deadletter'), '-c', $conf, '-p', 'nope', 'list');
+is($r->[0], 78, 'an unknown pipeline is refused');
+like($r->[1], qr/no \[pipeline nope\] section/, '... naming it');
+$r = $rig->run($rig->bin('sluice-deadletter'), '-c', $conf, '-p', 'sh.7', 'list');
+like($r->[1], qr/pipeline sh\.7: sh has 2 shards/, 'a shard beyond the count is refused');
+
 $rig->finish;
 done_testing;

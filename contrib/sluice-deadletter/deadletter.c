@@ -28,6 +28,7 @@
 
 #include "shared/config.h"
 #include "shared/exitcode.h"
+#include "shared/pipeline.h"
 #include "shared/redis_conn.h"
 
 #define MAX_SETS  16
@@ -363,8 +364,8 @@ slurp(const char *path, size_t *len)
 static void
 usage(FILE *f)
 {
-    fputs("usage: sluice-deadletter [-c FILE] [-u REDIS_URL] [-k DEADSTREAM]\n"
-          "                         [-m STREAM] COMMAND\n"
+    fputs("usage: sluice-deadletter [-c FILE [-p PIPELINE]] [-u REDIS_URL]\n"
+          "                         [-k DEADSTREAM] [-m STREAM] COMMAND\n"
           "\n"
           "commands:\n"
           "  list [-n N]                 the dead letters, oldest first: dead "
@@ -392,6 +393,9 @@ usage(FILE *f)
           "dead_letter_stream\n"
           "                      from sluiced's config file (the environment\n"
           "                      REDIS_URL, REDIS_STREAM_KEY applies on top)\n"
+          "  -p, --pipeline NAME the pipeline of a file of [pipeline NAME]\n"
+          "                      sections whose settings count (NAME.N:\n"
+          "                      shard N of a sharded one)\n"
           "  -u, --url URL       Redis (default: config, $REDIS_URL,\n"
           "                      redis://localhost:6379)\n"
           "  -k, --dead STREAM   the dead-letter stream (default: config's\n"
@@ -413,6 +417,7 @@ main(int argc, char **argv)
         {"url", required_argument, NULL, 'u'},
         {"dead", required_argument, NULL, 'k'},
         {"main", required_argument, NULL, 'm'},
+        {"pipeline", required_argument, NULL, 'p'},
         {"count", required_argument, NULL, 'n'},
         {"set", required_argument, NULL, 's'},
         {"all", no_argument, NULL, 'a'},
@@ -421,6 +426,7 @@ main(int argc, char **argv)
     static struct config cfg;
     struct tool t = {0};
     const char *cfile = NULL, *url = NULL, *dead = NULL, *main_key = NULL;
+    const char *pipeline = NULL;
     const char *cmd;
     char err[CONFIG_ERR_MAX], deadbuf[CONFIG_STR_MAX + 8], red[CONFIG_STR_MAX];
     struct redis_target target;
@@ -428,7 +434,7 @@ main(int argc, char **argv)
     int all = 0, ch;
 
     /* "+" stops at the command; the command's own options come after */
-    while ((ch = getopt_long(argc, argv, "+c:u:k:m:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+c:u:k:m:p:h", opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             cfile = optarg;
@@ -441,6 +447,9 @@ main(int argc, char **argv)
             break;
         case 'm':
             main_key = optarg;
+            break;
+        case 'p':
+            pipeline = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -513,11 +522,19 @@ main(int argc, char **argv)
             cmd);
     }
 
-    config_defaults(&cfg);
-    if (cfile != NULL && config_load_file(&cfg, cfile, err, sizeof(err)) < 0)
-        die(EXIT_CONFIG, "%s", err);
-    if (config_load_env(&cfg, err, sizeof(err)) < 0)
-        die(EXIT_CONFIG, "%s", err);
+    if (pipeline != NULL && cfile == NULL)
+        die(EXIT_USAGE, "-p needs the configuration file (-c)");
+    if (pipeline != NULL) {
+        if (pipeline_config_load(&cfg, cfile, pipeline, err, sizeof(err)) < 0)
+            die(EXIT_CONFIG, "%s", err);
+    } else {
+        config_defaults(&cfg);
+        if (cfile != NULL &&
+            config_load_file(&cfg, cfile, err, sizeof(err)) < 0)
+            die(EXIT_CONFIG, "%s", err);
+        if (config_load_env(&cfg, err, sizeof(err)) < 0)
+            die(EXIT_CONFIG, "%s", err);
+    }
     if (url == NULL)
         url = cfg.redis_url;
     if (main_key == NULL)
