@@ -28,6 +28,20 @@
  *   - One reader per stream: a lock key (<stream>:reader-lock) with an
  *     expiry, renewed while the reader runs; a second reader refuses to
  *     start while another holds it.
+ *   - Sharded streams (shards = N > 1, stream_key holding "{shard}"): each
+ *     entry goes to the shard of its DID (a commit's repo, an identity's or
+ *     account's did), stream_key with "{shard}" replaced by "{i}", i =
+ *     pipeline_shard_of(did): one DID is always in one shard, and the
+ *     XADDs go in relay order, so each DID's entries stay in order. All
+ *     shards are written over the one Redis connection, so they must live
+ *     on one server (a redis_url with "{shard}" is refused). Everything
+ *     above holds per shard: the trimming and the cap (the reading pauses
+ *     when any shard is at stream_maxlen and resumes when every one is
+ *     under RESUME_FRACTION of it), the start-up look at the newest entry
+ *     (of every shard: the highest seq). The cursor stays one key (the
+ *     relay's seq is global), and the lock one key, on stream_key with
+ *     "{shard}" as written. A bad frame has no DID to go by: its dead
+ *     letter goes to the dead-letter stream of shard 0.
  *   - Bad frames lose nothing silently: a frame that can't be decoded or
  *     is over firehose_max_frame is counted, logged (at most one line a
  *     second) and written to the dead-letter stream with its reason, its
@@ -56,6 +70,7 @@
 #include "shared/clock.h"
 #include "shared/exitcode.h"
 #include "shared/log.h"
+#include "shared/pipeline.h"
 #include "shared/redis_conn.h"
 #include "worker/firehose.h"
 #include "worker/firehose_frame.h"
@@ -72,6 +87,9 @@
 #define LOCK_RENEW_MS    10000
 #define WARN_INTERVAL_MS 1000 /* bad frames: at most one line a second */
 #define REDIS_CONNECT_MS 2000
+#define SHARDS_MAX       256 /* config.c's bound on shards */
+#define SHARD_MARK       "{shard}"
+#define KEY_MAX          (CONFIG_STR_MAX + 16)
 
 struct reader {
     const struct config *cfg;
@@ -89,22 +107,30 @@ struct reader {
     struct stats_firehose fh;  /* published every turn */
     uint64_t relay_bytes_base; /* fh.bytes before this connection */
 
-    char dead_key[CONFIG_STR_MAX + 8];
-    char lock_key[CONFIG_STR_MAX + 16];
+    /* The streams written: stream_key itself, or one per shard. */
+    unsigned nshards;
+    char stream[SHARDS_MAX][KEY_MAX];
+    char streams_name[KEY_MAX];       /* for logs: a:{0..N-1} */
+    int64_t shard_len[SHARDS_MAX];    /* XLEN at the last check, -1: unknown */
+    uint64_t since_check[SHARDS_MAX]; /* entries written since that XLEN */
+    struct buf did;                   /* an escaped DID, unescaped */
+
+    char dead_key[KEY_MAX];
+    char lock_key[KEY_MAX];
     char token[200];
     int64_t lock_renew_at;
 
     /* The pipeline: a cursor SET may lead it, then XADDs. */
     unsigned queued;
     int64_t queued_seq[FLUSH_MAX];
+    unsigned queued_shard[FLUSH_MAX];
     int set_queued;
     int64_t set_value;
     int64_t written_seq;   /* highest seq whose XADD succeeded */
     int64_t last_flush_ms; /* the last pipeline that carried XADDs */
 
     int paused;
-    int cap_check;        /* the cap may be reached: check before more */
-    uint64_t since_check; /* entries written since the last XLEN */
+    int cap_check; /* the cap may be reached: check before more */
     int64_t next_trim_at;
     int64_t last_frame_at; /* monotonic, for relay_idle_timeout */
 
@@ -117,6 +143,85 @@ struct reader {
 };
 
 static struct stats_slot private_slot;
+
+/* key with every "{shard}" replaced by with, into out. 0, or -1 when it
+ * does not fit. */
+static int
+shard_key(char *out, size_t outlen, const char *key, const char *with)
+{
+    size_t at = 0, wlen = strlen(with);
+    const char *p = key, *hit;
+
+    while ((hit = strstr(p, SHARD_MARK)) != NULL) {
+        size_t head = (size_t)(hit - p);
+        if (at + head + wlen >= outlen)
+            return -1;
+        memcpy(out + at, p, head);
+        memcpy(out + at + head, with, wlen);
+        at += head + wlen;
+        p = hit + strlen(SHARD_MARK);
+    }
+    if (at + strlen(p) >= outlen)
+        return -1;
+    strlcpy(out + at, p, outlen - at);
+    return 0;
+}
+
+/* The keys the reader writes: one stream, or one per shard, and the
+ * dead-letter stream. 0, or an exit code (logged). */
+static int
+reader_keys(struct reader *r)
+{
+    const struct config *cfg = r->cfg;
+    char dead[KEY_MAX], tag[32];
+    /* config_dead_letter_stream() writes into dead only when it makes the
+     * name (dead_letter_stream empty) */
+    const char *d = config_dead_letter_stream(cfg, dead, sizeof(dead));
+
+    if (d != dead)
+        strlcpy(dead, d, sizeof(dead));
+    r->nshards = cfg->shards > 1 ? (unsigned)cfg->shards : 1;
+    if (r->nshards > SHARDS_MAX) {
+        log_error("firehose: shards = %u: at most %d", r->nshards, SHARDS_MAX);
+        return EXIT_CONFIG;
+    }
+    if (r->nshards == 1) {
+        strlcpy(r->stream[0], cfg->stream_key, sizeof(r->stream[0]));
+        strlcpy(r->streams_name, cfg->stream_key, sizeof(r->streams_name));
+        strlcpy(r->dead_key, dead, sizeof(r->dead_key));
+        return 0;
+    }
+    if (strstr(cfg->stream_key, SHARD_MARK) == NULL) {
+        log_error("firehose: stream_key: '%s' has no %s for the shard's "
+                  "number (shards = %u)",
+                  cfg->stream_key, SHARD_MARK, r->nshards);
+        return EXIT_CONFIG;
+    }
+    if (strstr(cfg->redis_url, SHARD_MARK) != NULL) {
+        log_error("firehose: redis_url holds %s: the reader writes every "
+                  "shard over one connection, so the shards must live on "
+                  "one Redis server (shards = %u)",
+                  SHARD_MARK, r->nshards);
+        return EXIT_CONFIG;
+    }
+    for (unsigned s = 0; s < r->nshards; s++) {
+        snprintf(tag, sizeof(tag), "{%u}", s);
+        if (shard_key(r->stream[s], sizeof(r->stream[s]), cfg->stream_key,
+                      tag) < 0) {
+            log_error("firehose: stream_key: too long for shard %u", s);
+            return EXIT_CONFIG;
+        }
+    }
+    snprintf(tag, sizeof(tag), "{0..%u}", r->nshards - 1);
+    /* a bad frame has no DID to choose a shard by: shard 0's dead letters */
+    if (shard_key(r->streams_name, sizeof(r->streams_name), cfg->stream_key,
+                  tag) < 0 ||
+        shard_key(r->dead_key, sizeof(r->dead_key), dead, "{0}") < 0) {
+        log_error("firehose: stream_key: too long");
+        return EXIT_CONFIG;
+    }
+    return 0;
+}
 
 /* ---- the stats slot ------------------------------------------------- */
 
@@ -226,7 +331,7 @@ reader_flush(struct reader *r)
             if (rv == 0)
                 log_error("firehose: XADD to %s failed: %s; stopping the "
                           "reading, resuming from seq %lld",
-                          r->cfg->stream_key, reply->str,
+                          r->stream[r->queued_shard[i]], reply->str,
                           (long long)r->written_seq);
             r->redis_broken = 1;
             rv = -1;
@@ -268,9 +373,9 @@ reader_queue_cursor(struct reader *r)
     r->set_value = r->written_seq;
 }
 
-/* Queue the XADD of the decoded event. */
+/* Queue the XADD of the decoded event into shard s. */
 static int
-reader_queue_entry(struct reader *r, const struct frame_event *ev)
+reader_queue_entry(struct reader *r, const struct frame_event *ev, unsigned s)
 {
     char seq[24], maxlen[24];
     const char *argv[12];
@@ -281,7 +386,7 @@ reader_queue_entry(struct reader *r, const struct frame_event *ev)
         reader_queue_cursor(r);
     snprintf(seq, sizeof(seq), "%lld", (long long)ev->seq);
     argv[n++] = "XADD";
-    argv[n++] = r->cfg->stream_key;
+    argv[n++] = r->stream[s];
     if (strcmp(r->cfg->stream_trim, "maxlen") == 0 &&
         r->cfg->stream_maxlen > 0) {
         snprintf(maxlen, sizeof(maxlen), "%ld", r->cfg->stream_maxlen);
@@ -305,6 +410,7 @@ reader_queue_entry(struct reader *r, const struct frame_event *ev)
         log_warnx("firehose: redis: %s", r->rc.err);
         return -1;
     }
+    r->queued_shard[r->queued] = s;
     r->queued_seq[r->queued++] = ev->seq;
     if (r->queued == FLUSH_MAX)
         return reader_flush(r);
@@ -344,6 +450,127 @@ reader_dead_letter(struct reader *r, const char *reason, int64_t seq,
         stats_slot_write_end(r->slot);
     }
     freeReplyObject(reply);
+}
+
+/* ---- the shard of an entry -------------------------------------------- */
+
+static int
+hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * The DID of a decoded entry, into *did and *len: the first value of its
+ * JSON data, as firehose_frame.c writes it ({"repo":"did..." for a commit,
+ * {"did":"..." for an identity or an account). A DID has nothing to
+ * escape, so it is the bytes between the quotes; otherwise it is unescaped
+ * into r->did (dagcbor.c escapes only ASCII: \" \\ \n \r \t \b \f and
+ * \u00XX), so that the hash is of the DID's own bytes. Returns 0, or -1
+ * when the data does not start so (never with frame_decode()'s output).
+ */
+static int
+entry_did(struct reader *r, const struct frame_event *ev, const char **did,
+          size_t *len)
+{
+    static const char commit[] = "{\"repo\":\"", other[] = "{\"did\":\"";
+    const char *p = ev->data.p, *end = ev->data.p + ev->data.len, *q;
+    int escaped = 0;
+
+    if (ev->data.len > sizeof(commit) - 1 &&
+        memcmp(p, commit, sizeof(commit) - 1) == 0)
+        p += sizeof(commit) - 1;
+    else if (ev->data.len > sizeof(other) - 1 &&
+             memcmp(p, other, sizeof(other) - 1) == 0)
+        p += sizeof(other) - 1;
+    else
+        return -1;
+    for (q = p; q < end && *q != '"'; q++)
+        if (*q == '\\') {
+            escaped = 1;
+            if (++q == end)
+                return -1;
+        }
+    if (q == end)
+        return -1;
+    if (!escaped) {
+        *did = p;
+        *len = (size_t)(q - p);
+        return 0;
+    }
+    r->did.len = 0;
+    if (buf_reserve(&r->did, (size_t)(q - p)) < 0)
+        return -1;
+    for (; p < q; p++) {
+        char c = *p;
+        if (c == '\\') {
+            switch (*++p) {
+            case 'n':
+                c = '\n';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case 'u': {
+                int v = 0;
+                if (q - p < 5)
+                    return -1;
+                for (int i = 1; i <= 4; i++) {
+                    int d = hex_digit(p[i]);
+                    if (d < 0)
+                        return -1;
+                    v = v * 16 + d;
+                }
+                if (v > 0x7f) /* never from dagcbor.c */
+                    return -1;
+                c = (char)v;
+                p += 4;
+                break;
+            }
+            default: /* \" \\ \/ */
+                c = *p;
+                break;
+            }
+        }
+        r->did.p[r->did.len++] = c;
+    }
+    *did = r->did.p;
+    *len = r->did.len;
+    return 0;
+}
+
+/* The shard an entry goes to: 0 when the stream is not sharded, else its
+ * DID's (pipeline_shard_of(), the contract of every producer). */
+static unsigned
+reader_shard(struct reader *r, const struct frame_event *ev)
+{
+    const char *did;
+    size_t len;
+
+    if (r->nshards <= 1)
+        return 0;
+    if (entry_did(r, ev, &did, &len) < 0) {
+        /* frame_decode() always writes the DID first: not reached */
+        reader_warn(r, "seq %lld: no DID found in the %s entry; written to %s",
+                    (long long)ev->seq, ev->type, r->stream[0]);
+        return 0;
+    }
+    return pipeline_shard_of(did, len, r->nshards);
 }
 
 /* ---- one message from the relay -------------------------------------- */
@@ -446,16 +673,16 @@ on_message(void *arg, const uint8_t *msg, size_t len, int oversize)
                     (long long)r->ev.seq);
     }
     r->fh.ops_without_record += r->ev.ops_without_record;
-    if (reader_queue_entry(r, &r->ev) < 0)
+    unsigned s = reader_shard(r, &r->ev);
+    if (reader_queue_entry(r, &r->ev, s) < 0)
         return 1;
-    /* At the cap (acked trimming): stop here, before the next frame, and
-     * let the loop check the stream (the frames not read are read again
-     * from the cursor). */
-    r->since_check++;
+    /* At the cap of its shard (acked trimming): stop here, before the next
+     * frame, and let the loop check the streams (the frames not read are
+     * read again from the cursor). */
+    r->since_check[s]++;
     if (strcmp(r->cfg->stream_trim, "acked") == 0 &&
-        r->cfg->stream_maxlen > 0 && r->fh.stream_length >= 0 &&
-        r->fh.stream_length + (int64_t)r->since_check >=
-            r->cfg->stream_maxlen) {
+        r->cfg->stream_maxlen > 0 && r->shard_len[s] >= 0 &&
+        r->shard_len[s] + (int64_t)r->since_check[s] >= r->cfg->stream_maxlen) {
         r->cap_check = 1;
         return 1;
     }
@@ -611,27 +838,16 @@ reply_ll(const redisReply *reply)
     return -1;
 }
 
-/* Where to start: the larger of the saved cursor and the seq of the
- * stream's newest entry (an XADD whose cursor save a crash lost). */
+/* The seq of the newest entry of stream (0 when it has none) into
+ * *seq. 0, or -1 when Redis failed. */
 static int
-reader_read_cursor(struct reader *r)
+reader_newest_seq(struct reader *r, const char *stream, long long *seq)
 {
-    const char *gargv[] = {"GET", r->cfg->cursor_key};
-    size_t glens[] = {3, strlen(r->cfg->cursor_key)};
-    const char *xargv[] = {"XREVRANGE", r->cfg->stream_key, "+", "-", "COUNT",
-                           "1"};
+    const char *xargv[] = {"XREVRANGE", stream, "+", "-", "COUNT", "1"};
     size_t xlens[6];
     redisReply *reply;
-    long long cursor = 0, newest = 0;
 
-    if ((reply = reader_command(r, 2, gargv, glens)) == NULL)
-        return -1;
-    if (reply->type == REDIS_REPLY_STRING && (cursor = reply_ll(reply)) < 0) {
-        log_warnx("firehose: %s holds '%s', not a seq; ignoring it",
-                  r->cfg->cursor_key, reply->str);
-        cursor = 0;
-    }
-    freeReplyObject(reply);
+    *seq = 0;
     for (int i = 0; i < 6; i++)
         xlens[i] = strlen(xargv[i]);
     if ((reply = reader_command(r, 6, xargv, xlens)) == NULL)
@@ -644,13 +860,52 @@ reader_read_cursor(struct reader *r)
              i += 2)
             if (f->element[i]->type == REDIS_REPLY_STRING &&
                 strcmp(f->element[i]->str, "seq") == 0)
-                newest = reply_ll(f->element[i + 1]);
+                *seq = reply_ll(f->element[i + 1]);
     }
     freeReplyObject(reply);
+    return 0;
+}
+
+/* Where to start: the larger of the saved cursor and the seq of the
+ * stream's newest entry (an XADD whose cursor save a crash lost); with
+ * shards, the highest seq among the newest entries of every shard (the
+ * XADDs go in relay order, so no shard holds a seq past it missing from
+ * another). */
+static int
+reader_read_cursor(struct reader *r)
+{
+    const char *gargv[] = {"GET", r->cfg->cursor_key};
+    size_t glens[] = {3, strlen(r->cfg->cursor_key)};
+    redisReply *reply;
+    long long cursor = 0, newest = 0;
+    unsigned newest_in = 0;
+
+    if ((reply = reader_command(r, 2, gargv, glens)) == NULL)
+        return -1;
+    if (reply->type == REDIS_REPLY_STRING && (cursor = reply_ll(reply)) < 0) {
+        log_warnx("firehose: %s holds '%s', not a seq; ignoring it",
+                  r->cfg->cursor_key, reply->str);
+        cursor = 0;
+    }
+    freeReplyObject(reply);
+    for (unsigned s = 0; s < r->nshards; s++) {
+        long long seq;
+        if (reader_newest_seq(r, r->stream[s], &seq) < 0)
+            return -1;
+        if (seq > newest) {
+            newest = seq;
+            newest_in = s;
+        }
+    }
     if (newest > cursor) {
-        log_info("firehose: the stream's newest entry has seq %lld, past the "
-                 "saved cursor %lld: going on from there",
-                 newest, cursor);
+        if (r->nshards > 1)
+            log_info("firehose: the shards' newest entry has seq %lld (in "
+                     "%s), past the saved cursor %lld: going on from there",
+                     newest, r->stream[newest_in], cursor);
+        else
+            log_info("firehose: the stream's newest entry has seq %lld, past "
+                     "the saved cursor %lld: going on from there",
+                     newest, cursor);
         cursor = newest;
     }
     r->written_seq = cursor > 0 ? cursor : 0;
@@ -676,16 +931,17 @@ id_less(const struct stream_id *a, const struct stream_id *b)
 }
 
 /*
- * The first ID that some consumer group on the stream has not acked, into
+ * The first ID that some consumer group on stream has not acked, into
  * *safe: per group its oldest pending entry, or the one after its last
  * delivered. Returns 1 with *safe set, 0 when the stream has no group (then
  * nothing is trimmed), -1 when Redis failed.
  */
 static int
-reader_oldest_unacked(struct reader *r, struct stream_id *safe)
+reader_oldest_unacked(struct reader *r, const char *stream,
+                      struct stream_id *safe)
 {
-    const char *argv[] = {"XINFO", "GROUPS", r->cfg->stream_key};
-    size_t lens[] = {5, 6, strlen(r->cfg->stream_key)};
+    const char *argv[] = {"XINFO", "GROUPS", stream};
+    size_t lens[] = {5, 6, strlen(stream)};
     redisReply *reply;
     int found = 0;
 
@@ -723,8 +979,8 @@ reader_oldest_unacked(struct reader *r, struct stream_id *safe)
             id.seq++;
         }
         if (pending > 0) {
-            const char *pargv[] = {"XPENDING", r->cfg->stream_key, name};
-            size_t plens[] = {8, strlen(r->cfg->stream_key), strlen(name)};
+            const char *pargv[] = {"XPENDING", stream, name};
+            size_t plens[] = {8, strlen(stream), strlen(name)};
             redisReply *p = reader_command(r, 3, pargv, plens);
             struct stream_id oldest;
             if (p == NULL) {
@@ -746,71 +1002,116 @@ reader_oldest_unacked(struct reader *r, struct stream_id *safe)
     return found;
 }
 
-/* Trim what every group acked (stream_trim = acked), read the stream's
- * length, and pause or resume the reading at the cap. */
-static void
-reader_trim(struct reader *r)
+/* Trim what every group on stream acked (stream_trim = acked) and read
+ * its length into *len (-1 when unknown). 0, or -1 when Redis failed. */
+static int
+reader_trim_one(struct reader *r, const char *stream, int64_t known,
+                int64_t *len)
 {
     long cap = r->cfg->stream_maxlen;
-    int acked = strcmp(r->cfg->stream_trim, "acked") == 0;
     struct stream_id safe = {0, 0};
     redisReply *reply;
 
-    if (reader_flush(r) < 0)
-        return;
-    if (acked) {
-        int rv = reader_oldest_unacked(r, &safe);
+    *len = -1;
+    if (strcmp(r->cfg->stream_trim, "acked") == 0) {
+        int rv = reader_oldest_unacked(r, stream, &safe);
         if (rv < 0)
-            return;
+            return -1;
         if (rv > 0) {
             char minid[48];
             /* Near the cap, trim exactly: "~" removes whole nodes of the
              * stream only (stream-node-max-entries, 100 by default), so
              * a small cap could otherwise never go under RESUME_FRACTION */
             int near_cap =
-                cap > 0 && (r->paused || (double)r->fh.stream_length >=
-                                             RESUME_FRACTION * (double)cap);
+                cap > 0 &&
+                (r->paused || (double)known >= RESUME_FRACTION * (double)cap);
             snprintf(minid, sizeof(minid), "%llu-%llu", safe.ms, safe.seq);
-            const char *argv[] = {"XTRIM", r->cfg->stream_key, "MINID",
+            const char *argv[] = {"XTRIM", stream, "MINID",
                                   near_cap ? "=" : "~", minid};
             size_t lens[5];
             for (int i = 0; i < 5; i++)
                 lens[i] = strlen(argv[i]);
             if ((reply = reader_command(r, 5, argv, lens)) == NULL)
-                return;
+                return -1;
             if (reply->type == REDIS_REPLY_INTEGER)
                 r->fh.trimmed += (uint64_t)reply->integer;
             freeReplyObject(reply);
         }
     }
-    const char *largv[] = {"XLEN", r->cfg->stream_key};
-    size_t llens[] = {4, strlen(r->cfg->stream_key)};
+    const char *largv[] = {"XLEN", stream};
+    size_t llens[] = {4, strlen(stream)};
     if ((reply = reader_command(r, 2, largv, llens)) == NULL)
-        return;
-    r->fh.stream_length = reply_ll(reply);
-    r->since_check = 0;
+        return -1;
+    *len = reply_ll(reply);
     freeReplyObject(reply);
+    return 0;
+}
 
-    if (!acked || cap <= 0 || r->fh.stream_length < 0)
+/* Trim what every group acked (stream_trim = acked), read the streams'
+ * lengths, and pause or resume the reading at the cap: pause when a
+ * shard is at it, resume when every shard is under RESUME_FRACTION of
+ * it. */
+static void
+reader_trim(struct reader *r)
+{
+    long cap = r->cfg->stream_maxlen;
+    int64_t total = 0, fullest = -1;
+    unsigned full = 0;
+
+    if (reader_flush(r) < 0)
         return;
-    if (!r->paused && r->fh.stream_length >= cap) {
+    for (unsigned s = 0; s < r->nshards; s++) {
+        int64_t len;
+        if (reader_trim_one(r, r->stream[s], r->shard_len[s], &len) < 0)
+            return;
+        r->shard_len[s] = len;
+        r->since_check[s] = 0;
+        if (len < 0 || total < 0)
+            total = -1;
+        else
+            total += len;
+        if (len > fullest) {
+            fullest = len;
+            full = s;
+        }
+    }
+    r->fh.stream_length = total;
+
+    if (strcmp(r->cfg->stream_trim, "acked") != 0 || cap <= 0 || total < 0)
+        return;
+    if (!r->paused && fullest >= cap) {
         r->paused = 1;
         r->fh.pauses++;
         r->fh.paused_since_ms = stats_now_ms();
-        log_warnx("firehose: paused: the stream holds %lld entries that "
-                  "some consumer group has not acked, at its cap "
-                  "stream_maxlen %ld; not reading the relay until it is "
-                  "under %.0f%% (resuming from seq %lld)",
-                  (long long)r->fh.stream_length, cap, RESUME_FRACTION * 100,
-                  (long long)r->written_seq);
+        if (r->nshards > 1)
+            log_warnx("firehose: paused: the shard %s holds %lld entries "
+                      "that some consumer group has not acked, at its cap "
+                      "stream_maxlen %ld (%lld in the %u shards); not "
+                      "reading the relay until every shard is under %.0f%% "
+                      "(resuming from seq %lld)",
+                      r->stream[full], (long long)fullest, cap,
+                      (long long)total, r->nshards, RESUME_FRACTION * 100,
+                      (long long)r->written_seq);
+        else
+            log_warnx("firehose: paused: the stream holds %lld entries that "
+                      "some consumer group has not acked, at its cap "
+                      "stream_maxlen %ld; not reading the relay until it is "
+                      "under %.0f%% (resuming from seq %lld)",
+                      (long long)total, cap, RESUME_FRACTION * 100,
+                      (long long)r->written_seq);
         relay_conn_close(r->relay);
         r->relay = NULL;
-    } else if (r->paused &&
-               (double)r->fh.stream_length < RESUME_FRACTION * (double)cap) {
-        log_info("firehose: resuming after %lld s: the stream holds %lld "
-                 "entries (cap %ld)",
-                 (long long)(stats_now_ms() - r->fh.paused_since_ms) / 1000,
-                 (long long)r->fh.stream_length, cap);
+    } else if (r->paused && (double)fullest < RESUME_FRACTION * (double)cap) {
+        if (r->nshards > 1)
+            log_info("firehose: resuming after %lld s: the %u shards hold "
+                     "%lld entries, the fullest %lld (cap %ld)",
+                     (long long)(stats_now_ms() - r->fh.paused_since_ms) / 1000,
+                     r->nshards, (long long)total, (long long)fullest, cap);
+        else
+            log_info("firehose: resuming after %lld s: the stream holds %lld "
+                     "entries (cap %ld)",
+                     (long long)(stats_now_ms() - r->fh.paused_since_ms) / 1000,
+                     (long long)total, cap);
         r->paused = 0;
         r->fh.paused_since_ms = 0;
         r->relay_retry_at = 0;
@@ -960,8 +1261,12 @@ firehose_run(const struct firehose_options *opt)
     r.lim.max_block = (size_t)cfg->firehose_max_block;
     r.lim.max_items = (size_t)cfg->firehose_max_items;
     r.lim.max_depth = (unsigned)cfg->firehose_max_depth;
+    if ((rc = reader_keys(&r)) != 0)
+        return rc;
+    for (unsigned s = 0; s < r.nshards; s++)
+        r.shard_len[s] = -1;
     frame_event_init(&r.ev);
-    config_dead_letter_stream(cfg, r.dead_key, sizeof(r.dead_key));
+    /* one lock for every shard: on stream_key with its "{shard}" */
     snprintf(r.lock_key, sizeof(r.lock_key), "%s:reader-lock", cfg->stream_key);
     if (gethostname(host, sizeof(host)) < 0)
         strlcpy(host, "?", sizeof(host));
@@ -978,10 +1283,17 @@ firehose_run(const struct firehose_options *opt)
     r.slot->pid = (int32_t)getpid();
     r.slot->started_ms = stats_now_ms();
     stats_slot_write_end(r.slot);
-    log_info("firehose reader: relay %s into %s, cursor in %s, trim %s "
-             "(stream_maxlen %ld)",
-             cfg->relay_url, cfg->stream_key, cfg->cursor_key, cfg->stream_trim,
-             cfg->stream_maxlen);
+    if (r.nshards > 1)
+        log_info("firehose reader: relay %s into %s (%u shards by DID), "
+                 "cursor in %s, trim %s (stream_maxlen %ld a shard), bad "
+                 "frames to %s",
+                 cfg->relay_url, r.streams_name, r.nshards, cfg->cursor_key,
+                 cfg->stream_trim, cfg->stream_maxlen, r.dead_key);
+    else
+        log_info("firehose reader: relay %s into %s, cursor in %s, trim %s "
+                 "(stream_maxlen %ld)",
+                 cfg->relay_url, cfg->stream_key, cfg->cursor_key,
+                 cfg->stream_trim, cfg->stream_maxlen);
 
     while (!worker_stop_requested && !worker_quit_requested) {
         int64_t now = clock_mono_ms();
@@ -1127,5 +1439,6 @@ firehose_run(const struct firehose_options *opt)
     reader_publish(&r, WORKER_DEAD);
     redis_conn_close(&r.rc);
     frame_event_free(&r.ev);
+    buf_free(&r.did);
     return rc;
 }

@@ -178,6 +178,10 @@ test_hash_slot(void)
            "an empty tag: the whole key");
     ok(pipeline_hash_slot("{}foo") != pipeline_hash_slot("foo"),
        "... which is not the tag's");
+    is_int(pipeline_shard_of("a", 1, 1000), 996,
+           "shard: FNV-1a 64 of a (0xaf63dc4c8601ec8c) mod 1000");
+    is_int(pipeline_shard_of("did:plc:z72i7hdynmk6r22z27h6tvur", 32, 3), 1,
+           "shard: a DID among 3");
 }
 
 int
