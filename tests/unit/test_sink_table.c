@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "shared/config.h"
+#include "tests/unit/sink_entry.h"
 #include "tests/unit/tap.h"
 #include "worker/sink.h"
 
@@ -49,13 +50,8 @@ static int
 try_entry(struct sink *sink, char *reason, size_t reasonlen, int n, ...)
 {
     struct stream_field fields[8];
-    struct stream_entry e;
     va_list ap;
-    int r;
 
-    memset(&e, 0, sizeof(e));
-    strcpy(e.id, "1-0");
-    e.id_ms = e.ord_ms = 1;
     va_start(ap, n);
     for (int i = 0; i < n; i++) {
         fields[i].name = va_arg(ap, const char *);
@@ -64,15 +60,7 @@ try_entry(struct sink *sink, char *reason, size_t reasonlen, int n, ...)
         fields[i].value_len = strlen(fields[i].value);
     }
     va_end(ap);
-    e.fields = fields;
-    e.nfields = (size_t)n;
-    reason[0] = '\0';
-    r = type->prepare(sink, &e, reason, reasonlen);
-    if (r == 0) {
-        ok(e.sink_state != NULL, "an accepted entry carries sink state");
-        type->release(sink, &e);
-    }
-    return r;
+    return sink_try_fields(type, sink, fields, (size_t)n, reason, reasonlen);
 }
 
 int
