@@ -31,11 +31,7 @@ use Test::More;
 use JSON::PP;
 
 my $rig = SluiceRig->new(pg => 0);
-my @FRAMES = TestRelay::recorded_frames($rig);
-unless (@FRAMES) {
-    $rig->cleanup;
-    plan skip_all => 'recorded frames absent (' . TestRelay::data_dir() . '/frames.bin.zst)';
-}
+my @FRAMES = TestRelay::recorded_frames_or_skip($rig);
 my $sluiced = $rig->bin('sluiced');
 my @SEQS = map { TestRelay::frame_seq($_) } @FRAMES;
 my $LAST = $SEQS[-1];

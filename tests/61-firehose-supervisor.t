@@ -17,11 +17,7 @@ use JSON::PP qw(decode_json);
 use File::Copy qw(move);
 
 my $rig = SluiceRig->new;
-my @FRAMES = TestRelay::recorded_frames($rig);
-unless (@FRAMES) {
-    $rig->cleanup;
-    plan skip_all => 'recorded frames absent (' . TestRelay::data_dir() . '/frames.bin.zst)';
-}
+my @FRAMES = TestRelay::recorded_frames_or_skip($rig);
 my $LAST = TestRelay::frame_seq($FRAMES[-1]);
 my $stream = 'firehose:events';
 my $group = 'firehose-processors';

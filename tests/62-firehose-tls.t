@@ -14,11 +14,7 @@ use TestRelay;
 use Test::More;
 
 my $rig = SluiceRig->new(pg => 0);
-my @FRAMES = TestRelay::recorded_frames($rig);
-unless (@FRAMES) {
-    $rig->cleanup;
-    plan skip_all => 'recorded frames absent (' . TestRelay::data_dir() . '/frames.bin.zst)';
-}
+my @FRAMES = TestRelay::recorded_frames_or_skip($rig);
 my $LAST = TestRelay::frame_seq($FRAMES[-1]);
 my $d = $rig->dir;
 

@@ -30,11 +30,7 @@ use Test::More;
 use JSON::PP qw(decode_json);
 
 my $rig = SluiceRig->new;
-my @FRAMES = TestRelay::recorded_frames($rig);
-unless (@FRAMES) {
-    $rig->cleanup;
-    plan skip_all => 'recorded frames absent (' . TestRelay::data_dir() . '/frames.bin.zst)';
-}
+my @FRAMES = TestRelay::recorded_frames_or_skip($rig);
 my $sluiced = $rig->bin('sluiced');
 my @SEQS = map { TestRelay::frame_seq($_) } @FRAMES;
 my $LAST = $SEQS[-1];

@@ -21,6 +21,7 @@ use IO::Socket::INET;
 use Digest::SHA qw(sha1);
 use MIME::Base64 qw(encode_base64);
 use POSIX ();
+use Test::More ();
 
 # The recorded data's folder: SLUICE_BLUESKY_DATA or ../shared/data/bluesky.
 sub data_dir { return $ENV{SLUICE_BLUESKY_DATA} // '../shared/data/bluesky' }
@@ -35,6 +36,17 @@ sub recorded_frames {
     system("zstd -qdc '$zst' > '$bin'") == 0 or die "zstd -dc $zst failed"
       unless -s $bin;
     return read_frames($bin);
+}
+
+# The recorded frames for a test that needs them: when the file is not
+# there, the rig is cleaned up and the whole test is skipped (plan
+# skip_all: it never returns).
+sub recorded_frames_or_skip {
+    my ($rig) = @_;
+    my @frames = recorded_frames($rig);
+    return @frames if @frames;
+    $rig->cleanup;
+    Test::More::plan(skip_all => 'recorded frames absent (' . data_dir() . '/frames.bin.zst)');
 }
 
 # The frames of a file of [u32 little-endian length][frame] records.
