@@ -6,8 +6,9 @@
 #
 # Starts a private redis-server and a private PostgreSQL cluster (default
 # settings: fsync and synchronous_commit on) in a temporary directory,
-# talking over Unix sockets; pre-loads ENTRIES (default 100000) commit-like
-# entries with `redis-cli --pipe`; starts one worker under /usr/bin/time -v;
+# talking over Unix sockets (lib.sh, as the other benches); pre-loads
+# ENTRIES (default 100000) commit-like entries with `redis-cli --pipe`;
+# starts one worker under /usr/bin/time -v;
 # polls XINFO GROUPS from outside until the group's lag and pending count
 # are both 0; then stops the worker with SIGTERM. Prints entries/s (time
 # from the worker's start until the backlog is drained and acked) and the
@@ -17,46 +18,25 @@ set -eu
 N=${1:-100000}
 BATCH=${2:-500}
 BUILD=${SLUICE_BUILD:-build}
-PGBIN=/usr/lib/postgresql/15/bin
 STREAM=firehose:events
 GROUP=firehose-processors
 
-[ -x "$BUILD/sluiced" ] || { echo "raw-drain: build $BUILD/sluiced first (make)" >&2; exit 1; }
-BUILD=$(cd "$BUILD" && pwd)
-tmp=$(mktemp -d /tmp/sluice-bench.XXXXXX)
-chmod 755 "$tmp"
-as_pg=""
-if [ "$(id -u)" = 0 ]; then
-    as_pg="runuser -u nobody --"
-fi
-redis_pid=""
+cd "$(dirname "$0")/../.."
+BENCH_NAME=raw-drain
+# shellcheck source=contrib/bench/lib.sh
+. contrib/bench/lib.sh
+need_bins sluiced
+start_servers
+# the worker runs under /usr/bin/time: stop it, then the servers
 worker_pid=""
-cleanup() {
+stop_worker() {
     if [ -n "$worker_pid" ]; then
         kill "$(pgrep -P "$worker_pid")" "$worker_pid" 2>/dev/null || true
     fi
-    [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null || true
-    $as_pg "$PGBIN/pg_ctl" -D "$tmp/pg" -m immediate -w stop >/dev/null 2>&1 || true
-    rm -rf "$tmp"
+    cleanup
 }
-trap cleanup EXIT INT TERM
-
-# --- servers ------------------------------------------------------------
-redis-server --port 0 --unixsocket "$tmp/redis.sock" --unixsocketperm 777 \
-    --dir "$tmp" --save '' --appendonly no --daemonize no \
-    >"$tmp/redis.log" 2>&1 &
-redis_pid=$!
-mkdir "$tmp/pg" "$tmp/pgsock"
-[ -n "$as_pg" ] && chown nobody "$tmp/pg" "$tmp/pgsock"
-$as_pg "$PGBIN/initdb" -D "$tmp/pg" -U sluice --auth=trust -E UTF8 \
-    --locale=C >/dev/null
-$as_pg "$PGBIN/pg_ctl" -D "$tmp/pg" -w -l "$tmp/pgsock/postgres.log" \
-    -o "-k $tmp/pgsock -c listen_addresses=''" start >/dev/null
+trap stop_worker EXIT
 "$PGBIN/createdb" -h "$tmp/pgsock" -U sluice sluice
-for _ in $(seq 50); do
-    redis-cli -s "$tmp/redis.sock" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
 
 cat >"$tmp/sluice.conf" <<CONF
 redis_url = unix://$tmp/redis.sock
